@@ -1,0 +1,40 @@
+// A plain (non-micro) responder for internal subjects (`ekv.internal.>`):
+// same reply discipline as micro endpoints, JSON or binary payloads.
+import type { Subscription } from "@nats-io/transport-node"
+import { Effect, type Scope } from "effect"
+import { errorMessage, Nats } from "./connection.ts"
+import { ServeError } from "./microService.ts"
+import { type DispatchOptions, type HandlerSpec, makeDispatcher, makeProcess } from "./responder.ts"
+
+export interface SubjectSpec<Req, Rep, R> extends HandlerSpec<Req, Rep, R>, DispatchOptions {
+  readonly subject: string
+  readonly queue?: string | undefined
+  /** Names the subscription in logs (default: the subject). */
+  readonly label?: string | undefined
+}
+
+/** Subscribes for the lifetime of the current scope; released by draining the subscription. */
+export const serveSubject = <Req, Rep, R = never>(
+  spec: SubjectSpec<Req, Rep, R>,
+): Effect.Effect<Subscription, ServeError, Nats | Scope.Scope | R> =>
+  Effect.gen(function* () {
+    const nc = yield* Nats
+    const label = spec.label ?? spec.subject
+    const dispatcher = yield* makeDispatcher<R>(spec)
+    const process = makeProcess(label, spec)
+    return yield* Effect.acquireRelease(
+      Effect.try({
+        try: () =>
+          nc.subscribe(spec.subject, {
+            ...(spec.queue === undefined ? {} : { queue: spec.queue }),
+            callback: (err, msg) => {
+              if (err === null) dispatcher.dispatch(label, process, msg)
+            },
+          }),
+        catch: (cause) =>
+          new ServeError({ message: `cannot subscribe to ${spec.subject}: ${errorMessage(cause)}`, cause }),
+      }),
+      (sub) =>
+        Effect.promise(() => sub.drain().catch(() => undefined)).pipe(Effect.andThen(dispatcher.settle)),
+    )
+  })
