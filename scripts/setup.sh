@@ -68,9 +68,31 @@ elif [ -d node_modules ] && npm ls --all >/dev/null 2>&1; then
 else
   say "npm ci (package-lock.json changed or node_modules missing)"
   started=$SECONDS
-  npm ci --no-audit --no-fund --loglevel=error
+  npm_log="$(mktemp /tmp/ekv-npm.XXXXXX.log)"
+  if npm ci --no-audit --no-fund --loglevel=error >"$npm_log" 2>&1; then
+    installed="npm ci"
+  elif grep -q 'can only install packages when your package.json and package-lock.json' "$npm_log"; then
+    # npm bug (npm/cli#4828 family): a lock written on one platform omits the
+    # other platforms' optional packages (here @biomejs/cli-*), and `npm ci`
+    # rejects it although `npm install` accepts it unchanged. Fall back to
+    # `npm install`, but only if it leaves the lock as it is.
+    say "npm ci rejected the lock ($(grep -m1 'Missing:' "$npm_log" | sed 's/^npm error //')...); using npm install"
+    npm install --no-audit --no-fund --loglevel=error >>"$npm_log" 2>&1 ||
+      die "npm install failed:
+$(grep -v '^npm error *$' "$npm_log" | tail -n 20)
+(full log: $npm_log)"
+    if [ "$(sha256sum package-lock.json | cut -d' ' -f1)" != "$lock_hash" ]; then
+      die "package-lock.json is out of sync with package.json: npm install changed it (git diff package-lock.json)"
+    fi
+    installed="npm install"
+  else
+    die "npm ci failed:
+$(grep -v '^npm error *$' "$npm_log" | head -n 20)
+(full log: $npm_log)"
+  fi
+  rm -f "$npm_log"
   printf '%s\n' "$lock_hash" >"$stamp"
-  say "npm ci done in $((SECONDS - started))s"
+  say "$installed done in $((SECONDS - started))s"
 fi
 
 # --- 3. nats-server -----------------------------------------------------------
