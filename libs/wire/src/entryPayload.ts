@@ -2,7 +2,8 @@
 // binary codec (entryCodec.ts) turns bytes into these and back; every decode
 // is validated against these schemas.
 import { Schema } from "effect"
-import { KeyId, LocalEpoch, Purpose, SessionId } from "./ids.ts"
+import { KekId, KeyId, LocalEpoch, Purpose, SessionId } from "./ids.ts"
+import { batchValueBytes, Key, MAX_BATCH_OPS, MAX_BATCH_VALUE_BYTES, MAX_VALUE_BYTES } from "./kv.ts"
 
 export const Tag = {
   KvOp: 0x00,
@@ -22,14 +23,34 @@ export const Uint64 = Schema.BigInt.check(
 
 export const WrappedDek = Schema.Uint8Array.check(Schema.isMinLength(61), Schema.isMaxLength(61))
 
+/** Bytes of a value in a log entry: 0..1 MiB (CONTRACT.md §2). */
+export const EntryValue = Schema.Uint8Array.check(Schema.isMaxLength(MAX_VALUE_BYTES))
+
+// Keys and values obey the KV API limits here too, so a payload that bypassed
+// the API is rejected identically on every replica (MalformedEntry).
 export const KvPut = Schema.Struct({
   op: Schema.Literal("put"),
-  key: Schema.String,
-  value: Schema.Uint8Array,
+  key: Key,
+  value: EntryValue,
 })
-export const KvDelete = Schema.Struct({ op: Schema.Literal("delete"), key: Schema.String })
+export const KvDelete = Schema.Struct({ op: Schema.Literal("delete"), key: Key })
 export const KvOp = Schema.Union([KvPut, KvDelete])
 export type KvOp = typeof KvOp.Type
+
+/** The ops of one 0x01 batch: 1..1000, values ≤ 2 MiB in total (CONTRACT.md §2). */
+export const KvBatchOps = Schema.Array(KvOp).check(
+  Schema.isMinLength(1),
+  Schema.isMaxLength(MAX_BATCH_OPS),
+  Schema.makeFilter(
+    (ops: ReadonlyArray<KvOp>) =>
+      batchValueBytes(ops) <= MAX_BATCH_VALUE_BYTES ||
+      `Expected the batch's values to total at most ${MAX_BATCH_VALUE_BYTES} bytes`,
+  ),
+)
+
+/** Smallest raft envelope: 0x01 ‖ flag ‖ key_id (4) ‖ nonce (12) ‖ tag (16) (CONTRACT.md §7). */
+export const MIN_ENVELOPE_BYTES = 34
+export const RaftEnvelopeBytes = Schema.Uint8Array.check(Schema.isMinLength(MIN_ENVELOPE_BYTES))
 
 /** One writer line of a bootstrap or rotation batch. */
 export const BatchWriter = Schema.Struct({ full_node_id: Uint64, local_epoch: LocalEpoch })
@@ -62,7 +83,7 @@ export const RotateDek = Schema.Struct({
 export const RewrapDeks = Schema.Struct({
   kind: Schema.Literal("rewrap-deks"),
   /** kek_id (16 hex) of the KEK the new wraps are under. */
-  next_kek_id: Schema.String.check(Schema.isPattern(/^[0-9a-f]{16}$/)),
+  next_kek_id: KekId,
   wraps: Schema.Array(NewDek),
 })
 export const RetireDek = Schema.Struct({ kind: Schema.Literal("retire-dek"), key_id: KeyId })
@@ -78,15 +99,32 @@ export const Control = Schema.Union([
 export type Control = typeof Control.Type
 export type ControlKind = Control["kind"]
 
+export const KvOpPayload = Schema.Struct({ tag: Schema.Literal(Tag.KvOp), op: KvOp })
+export const KvBatchPayload = Schema.Struct({ tag: Schema.Literal(Tag.KvBatch), ops: KvBatchOps })
+export const ClusterMetaPayload = Schema.Struct({
+  tag: Schema.Literal(Tag.ClusterMeta),
+  cluster_id: SessionId,
+})
+export const RegistrationPayload = Schema.Struct({
+  tag: Schema.Literal(Tag.Registration),
+  registration: Registration,
+})
+export const BootstrapPayload = Schema.Struct({ tag: Schema.Literal(Tag.Bootstrap), bootstrap: Bootstrap })
+export const ControlPayload = Schema.Struct({ tag: Schema.Literal(Tag.Control), control: Control })
+export const RaftEnvelopePayload = Schema.Struct({
+  tag: Schema.Literal(Tag.RaftEnvelope),
+  envelope: RaftEnvelopeBytes,
+})
+
 /** A decoded state-machine payload, discriminated by its first byte. */
 export const EntryPayload = Schema.Union([
-  Schema.Struct({ tag: Schema.Literal(Tag.KvOp), op: KvOp }),
-  Schema.Struct({ tag: Schema.Literal(Tag.KvBatch), ops: Schema.Array(KvOp) }),
-  Schema.Struct({ tag: Schema.Literal(Tag.ClusterMeta), cluster_id: SessionId }),
-  Schema.Struct({ tag: Schema.Literal(Tag.Registration), registration: Registration }),
-  Schema.Struct({ tag: Schema.Literal(Tag.Bootstrap), bootstrap: Bootstrap }),
-  Schema.Struct({ tag: Schema.Literal(Tag.Control), control: Control }),
-  Schema.Struct({ tag: Schema.Literal(Tag.RaftEnvelope), envelope: Schema.Uint8Array }),
+  KvOpPayload,
+  KvBatchPayload,
+  ClusterMetaPayload,
+  RegistrationPayload,
+  BootstrapPayload,
+  ControlPayload,
+  RaftEnvelopePayload,
 ])
 export type EntryPayload = typeof EntryPayload.Type
 
