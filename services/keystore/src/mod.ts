@@ -1,0 +1,3 @@
+export * from "./errors.ts"
+export * from "./kekProvider.ts"
+export * from "./sidecarFile.ts"
