@@ -124,7 +124,7 @@ export const generateHandoverKeyPair = (): {
   return { publicKey: rawPublicKey(publicKey), privateKey }
 }
 
-const encodePayload = (keys: ReadonlyArray<HandoverKey>): Uint8Array => {
+export const encodePayload = (keys: ReadonlyArray<HandoverKey>): Uint8Array => {
   if (keys.length > MAX_KEYS) {
     throw new CryptoArgumentError({ message: `at most ${MAX_KEYS} keys per hand-over, got ${keys.length}` })
   }
@@ -159,7 +159,7 @@ const encodePayload = (keys: ReadonlyArray<HandoverKey>): Uint8Array => {
 
 // An authenticated payload that does not parse can only come from a broken
 // sealer holding the node secret; it is refused all the same.
-const decodePayload = (payload: Uint8Array): ReadonlyArray<HandoverKey> | undefined => {
+export const decodePayload = (payload: Uint8Array): ReadonlyArray<HandoverKey> | undefined => {
   if (payload.length < COUNT_LENGTH) return undefined
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
   const count = view.getUint16(0, false)

@@ -10,13 +10,16 @@ export const generateDek = (): Uint8Array => getRandomValues(new Uint8Array(KEY_
 
 const MAX_DRAWS = 1024
 
-/** A CSPRNG uint32 key id that is neither 0 nor in `used` (every id the cluster ever had, retired included). */
-export const drawKeyId = (used: ReadonlySet<number>): number => {
-  const word = new Uint32Array(1)
+const csprngUint32 = (): number => getRandomValues(new Uint32Array(1))[0]!
+
+/**
+ * A CSPRNG uint32 key id that is neither 0 nor in `used` (every id the
+ * cluster ever had, retired included). `random` is injectable for tests only.
+ */
+export const drawKeyId = (used: ReadonlySet<number>, random: () => number = csprngUint32): number => {
   for (let i = 0; i < MAX_DRAWS; i++) {
-    getRandomValues(word)
-    const id = word[0]!
-    if (id !== 0 && !used.has(id)) return id
+    const id = random()
+    if (Number.isInteger(id) && id > 0 && id <= 0xffff_ffff && !used.has(id)) return id
   }
   throw new CryptoArgumentError({
     message: `no unused key id found in ${MAX_DRAWS} draws (${used.size} ids used)`,

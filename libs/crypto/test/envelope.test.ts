@@ -267,3 +267,65 @@ describe("raft envelope properties", () => {
     )
   })
 })
+
+describe("check order (CONTRACT §7)", () => {
+  const dek = new Uint8Array(32).fill(1)
+  const nonce = new Uint8Array(12)
+  const storageEnv = sealStorage({
+    dek,
+    keyId: 77,
+    flag: 0,
+    nonce,
+    location: new Uint8Array(),
+    plaintext: new Uint8Array(5),
+  })
+  const raftEnv = sealRaft({ dek, keyId: 77, nonce, plaintext: new Uint8Array(5) })
+  const withFlag = (env: Uint8Array, flag: number): Uint8Array => {
+    const e = env.slice()
+    e[1] = flag
+    return e
+  }
+
+  it("reserved flag bits are UnsupportedVersion, before the key lookup", () => {
+    for (const flag of [0x02, 0x04, 0x80, 0xff, 0x03]) {
+      expect(tagOf(openStorage(withFlag(storageEnv, flag), () => undefined, new Uint8Array()))).toBe(
+        "UnsupportedVersion",
+      )
+    }
+    for (const flag of [0x01, 0x02, 0x80]) {
+      expect(tagOf(openRaft(withFlag(raftEnv, flag), () => undefined))).toBe("UnsupportedVersion")
+    }
+    expect(tagOf(openStorage(withFlag(storageEnv, 0x01), () => undefined, new Uint8Array()))).toBe(
+      "UnknownKeyId",
+    )
+  })
+
+  it("Truncated before UnsupportedVersion before UnknownKeyId before IntegrityError", () => {
+    const short = storageEnv.slice(0, 33)
+    short[0] = 2
+    expect(tagOf(openStorage(short, () => undefined, new Uint8Array()))).toBe("Truncated")
+    const v2 = storageEnv.slice()
+    v2[0] = 2
+    expect(tagOf(openStorage(v2, () => undefined, new Uint8Array()))).toBe("UnsupportedVersion")
+    expect(tagOf(openStorage(envelopeWithBadTag(storageEnv), () => undefined, new Uint8Array()))).toBe(
+      "UnknownKeyId",
+    )
+    expect(tagOf(openStorage(envelopeWithBadTag(storageEnv), () => dek, new Uint8Array()))).toBe(
+      "IntegrityError",
+    )
+  })
+
+  it("envelopeHeader checks only length and version", () => {
+    expect(tagOf(envelopeHeader(new Uint8Array(33)))).toBe("Truncated")
+    expect(tagOf(envelopeHeader(new Uint8Array(34)))).toBe("UnsupportedVersion")
+    const h = envelopeHeader(withFlag(raftEnv, 0x80))
+    expect(Result.isSuccess(h) && h.success.flag).toBe(0x80)
+    expect(Result.isSuccess(h) && h.success.keyId).toBe(77)
+  })
+})
+
+const envelopeWithBadTag = (env: Uint8Array): Uint8Array => {
+  const e = env.slice()
+  e[e.length - 1]! ^= 1
+  return e
+}

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Result } from "effect"
 import fc from "fast-check"
+import { decodePayload, encodePayload } from "../src/handover.ts"
 import {
   generateDek,
   generateHandoverKeyPair,
@@ -210,5 +211,32 @@ describe("sealed DEK hand-over (SPEC §4.3)", () => {
     const bad = sealed.slice()
     bad.fill(0, 1, 33)
     expect(tagOf(openHandover({ ...p, privateKey: pair.privateKey, sealed: bad }))).toBe("IntegrityError")
+  })
+
+  it("an authenticated payload that does not parse is refused", () => {
+    const dek = new Uint8Array(32).fill(9)
+    const good = encodePayload([
+      { keyId: 1, purpose: "storage", dek, localEpoch: 2 },
+      { keyId: 2, purpose: "raft", dek, localEpoch: 3 },
+    ])
+    expect(decodePayload(good)).toEqual([
+      { keyId: 1, purpose: "storage", dek, localEpoch: 2 },
+      { keyId: 2, purpose: "raft", dek, localEpoch: 3 },
+    ])
+    const dup = good.slice()
+    dup.set([0, 0, 0, 1], 2 + 39) // second key id = first
+    expect(decodePayload(dup)).toBeUndefined()
+    const zero = good.slice()
+    zero.set([0, 0, 0, 0], 2)
+    expect(decodePayload(zero)).toBeUndefined()
+    const purpose = good.slice()
+    purpose[2 + 4] = 0x58
+    expect(decodePayload(purpose)).toBeUndefined()
+    expect(decodePayload(good.subarray(0, good.length - 1))).toBeUndefined()
+    const count = good.slice()
+    count[1] = 3
+    expect(decodePayload(count)).toBeUndefined()
+    expect(decodePayload(new Uint8Array(1))).toBeUndefined()
+    expect(decodePayload(new Uint8Array(2))).toEqual([])
   })
 })

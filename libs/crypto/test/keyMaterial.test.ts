@@ -21,4 +21,10 @@ describe("key material from the CSPRNG", () => {
       used.add(id)
     }
   })
+
+  it("skips 0 and used ids from the random source", () => {
+    const draws = [0, 5, 0, 5, 7]
+    expect(drawKeyId(new Set([5]), () => draws.shift()!)).toBe(7)
+    expect(() => drawKeyId(new Set([5]), () => 5)).toThrow()
+  })
 })

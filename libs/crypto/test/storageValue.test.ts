@@ -62,6 +62,10 @@ describe("storage values (SPEC §2.4, CONTRACT §7: compress-then-encrypt)", () 
     const a = sealStorageValue({ dek, keyId: 9, nonce, location, value: repetitive })
     expect(a[1]).toBe(1)
     expect(a.length).toBeLessThan(repetitive.length)
+    // compression that saves nothing is not used: the flag stays 0
+    const even = new TextEncoder().encode("xxxxxxabcdefghij")
+    expect(compress(even).length).toBe(even.length)
+    expect(sealStorageValue({ dek, keyId: 9, nonce, location, value: even })[1]).toBe(0)
     const empty = sealStorageValue({ dek, keyId: 9, nonce, location, value: new Uint8Array() })
     expect(empty[1]).toBe(0)
     expect(empty.length).toBe(34)
@@ -99,6 +103,21 @@ describe("storage values (SPEC §2.4, CONTRACT §7: compress-then-encrypt)", () 
     if (decompress(hex(v.plaintext_hex)) === undefined) {
       const r = openStorageValue(hex(v.envelope_hex), () => dek, hex(v.location_hex))
       expect(Result.isFailure(r) && r.failure._tag).toBe("IntegrityError")
+    }
+  })
+
+  it("round-trips values at the densest compression ratio", () => {
+    const dek = new Uint8Array(32).fill(5)
+    for (const value of [new Uint8Array(1 << 20), new Uint8Array(1 << 20).fill(0xab), new Uint8Array(65)]) {
+      const env = sealStorageValue({
+        dek,
+        keyId: 3,
+        nonce: makeNonce(1, 0, 0n),
+        location: new Uint8Array(),
+        value,
+      })
+      const r = openStorageValue(env, () => dek, new Uint8Array())
+      expect(Result.isSuccess(r) && r.success).toEqual(value)
     }
   })
 
