@@ -1,3 +1,6 @@
 export * from "./errors.ts"
 export * from "./kekProvider.ts"
+export * from "./outcome.ts"
+export * from "./registryStore.ts"
 export * from "./sidecarFile.ts"
+export * from "./writerRegistry.ts"
