@@ -208,7 +208,11 @@ const open = (
   return Result.succeed({ plaintext, flag, keyId, nonce })
 }
 
-/** Opens a storage envelope that must live under `location`. */
+/**
+ * Opens a storage envelope that must live under `location`. Every failure is a
+ * value; only a keyring that returns a DEK other than 32 bytes (a caller bug)
+ * throws `CryptoArgumentError`.
+ */
 export const openStorage = (
   envelope: Uint8Array,
   keyring: Keyring,

@@ -2,10 +2,11 @@
 // shared/ tree sits beside the repository checkout (CI clones it there);
 // EKV_VECTORS_DIR overrides the location.
 import { readFileSync } from "node:fs"
-import { fileURLToPath } from "node:url"
+import { fileURLToPath, pathToFileURL } from "node:url"
 
+// libs/crypto/test/ → ../../../../ is the directory holding the checkout and shared/
 const dir = process.env.EKV_VECTORS_DIR
-  ? new URL(`file://${process.env.EKV_VECTORS_DIR.replace(/\/?$/, "/")}`)
+  ? pathToFileURL(process.env.EKV_VECTORS_DIR.replace(/\/?$/, "/"))
   : new URL("../../../../shared/vectors/", import.meta.url)
 
 // biome-ignore lint/suspicious/noExplicitAny: vector files are checked field by field by the tests that read them
