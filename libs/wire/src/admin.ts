@@ -15,8 +15,16 @@ import {
 } from "./ids.ts"
 import { CapabilityReport, ClusterStatus, EncryptionStatus, SidecarStateReport } from "./reports.ts"
 
-/** A request with no fields: `{}` (anything else is an unknown field). */
-export const EmptyRequest = Schema.Struct({})
+/**
+ * A request with no fields: `{}`. (`Schema.Struct({})` alone accepts any
+ * object, even with fields, so the check names what must not be there.)
+ */
+export const EmptyRequest = Schema.Struct({}).check(
+  Schema.makeFilter((o: object) => {
+    const keys = Object.keys(o)
+    return keys.length === 0 || `Expected no fields, got unknown field(s) ${keys.join(", ")}`
+  }),
+)
 export type EmptyRequest = typeof EmptyRequest.Type
 
 /** The `error` object of an error reply, as embedded in a fan-out result. */

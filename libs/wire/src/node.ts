@@ -1,14 +1,15 @@
 // The per-node endpoints of CONTRACT.md §4 (service `ekv-node`).
 import { Schema } from "effect"
+import { EmptyRequest } from "./admin.ts"
 import { NodeId, RaftIndex } from "./ids.ts"
 import { CapabilityReport, HaltedInfo } from "./reports.ts"
 
 /** `<p>.node.<n>.capability`, served by that node's keystore. */
-export const NodeCapabilityRequest = Schema.Struct({})
+export const NodeCapabilityRequest = EmptyRequest
 export const NodeCapabilityReply = CapabilityReport
 
 /** `<p>.node.<n>.health`, served by that node's consensus. */
-export const NodeHealthRequest = Schema.Struct({})
+export const NodeHealthRequest = EmptyRequest
 export const NodeHealthReply = Schema.Struct({
   node: NodeId,
   consensus: Schema.Literals(["ok", "halted"]),

@@ -117,6 +117,11 @@ export const decodeRequestValue = <S extends WireSchema>(schema: S, options?: De
   const decode = Schema.decodeUnknownResult(schema, parseOptions)
   const check = options?.check
   return (json: unknown): Result.Result<S["Type"], RequestError> => {
+    // Every message of the contract is a JSON object; a Struct whose fields
+    // are all optional would otherwise accept an array or a string.
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      return Result.fail(invalid([{ path: "(body)", message: "Expected a JSON object" }]))
+    }
     const r = decode(json)
     if (Result.isFailure(r)) {
       const found: string[] = []
