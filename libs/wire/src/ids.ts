@@ -58,7 +58,11 @@ export const FullNodeId = Schema.String.check(
   Schema.isPattern(/^(0|[1-9][0-9]{0,19})$/, {
     message: "Expected full_node_id as a decimal uint64 string",
   }),
-  Schema.makeFilter((s: string) => BigInt(s) <= UINT64_MAX || "Expected full_node_id ≤ 18446744073709551615"),
+  // BigInt() throws on non-digits: leave those to the pattern's message.
+  Schema.makeFilter(
+    (s: string) =>
+      !/^[0-9]{1,20}$/.test(s) || BigInt(s) <= UINT64_MAX || "Expected full_node_id ≤ 18446744073709551615",
+  ),
 ).pipe(
   Schema.decodeTo(
     Schema.BigInt.check(Schema.isBetweenBigInt({ minimum: 0n, maximum: UINT64_MAX })),

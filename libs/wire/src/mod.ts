@@ -1,6 +1,7 @@
 export * from "./admin.ts"
 export * from "./api.ts"
 export * as ApiError from "./apiError.ts"
+export * from "./busPermissions.ts"
 export * from "./codes.ts"
 export * from "./entryCodec.ts"
 export * from "./entryPayload.ts"
