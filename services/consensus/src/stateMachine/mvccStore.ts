@@ -514,10 +514,12 @@ export class MvccStore {
         let ops: DbOp[] = []
         let opBytes = 0
         let summary: SnapshotSummary | undefined
+        let horizon = 0
         for await (const r of readSnapshotRecords(file, (s) => {
           summary = s
         })) {
           if (isAppliedKey(r.key)) continue
+          if (bytesEqual(r.key, gcHorizonKey)) horizon = decodeU64Value(r.value, "GC horizon")
           ops.push({ type: "put", key: r.key, value: r.value })
           opBytes += r.key.length + r.value.length
           if (ops.length >= INSTALL_BATCH_RECORDS || opBytes >= INSTALL_BATCH_BYTES) {
@@ -533,7 +535,6 @@ export class MvccStore {
             reason: "ChecksumMismatch",
           })
         }
-        const horizon = await readU64Or0(this.db, gcHorizonKey, "GC horizon")
         ops.push({ type: "put", key: formatKey, value: ascii(STORE_FORMAT) })
         ops.push({ type: "put", key: appliedKey, value: encodeU64(summary.index) })
         ops.push({ type: "del", key: installMarkerKey })
