@@ -181,11 +181,11 @@ export const writeFileDurably = (
 ): Effect.Effect<void, SidecarWriteFailed> => {
   const tmp = `${path}.tmp`
   const hook = options.afterStep ?? (() => {})
-  const step = <A>(name: WriteStep, f: () => Promise<A>) =>
+  const step = <A>(name: WriteStep, f: () => Promise<A>, runHook = true) =>
     Effect.tryPromise({
       try: async () => {
         const a = await f()
-        hook(name)
+        if (runHook) hook(name)
         return a
       },
       catch: (cause) =>
@@ -198,18 +198,23 @@ export const writeFileDurably = (
   return Effect.gen(function* () {
     // "w" truncates a leftover tmp from an earlier crash; chmod because an
     // existing file keeps its old mode.
-    const fh = yield* step(WriteStep.openTmp, async () => {
-      const h = await open(tmp, "w", 0o600)
-      try {
-        await h.chmod(0o600)
-      } catch (e) {
-        await h.close()
-        throw e
-      }
-      return h
-    })
+    const fh = yield* step(
+      WriteStep.openTmp,
+      async () => {
+        const h = await open(tmp, "w", 0o600)
+        try {
+          await h.chmod(0o600)
+        } catch (e) {
+          await h.close()
+          throw e
+        }
+        return h
+      },
+      false,
+    )
     const closeOnError = <A, E>(e: Effect.Effect<A, E>) =>
       e.pipe(Effect.tapError(() => Effect.promise(() => fh.close().catch(() => undefined))))
+    yield* closeOnError(step(WriteStep.openTmp, async () => {}))
     const half = Math.floor(bytes.length / 2)
     yield* closeOnError(step(WriteStep.writeHalf, () => writeAll(fh, bytes.subarray(0, half), 0)))
     yield* closeOnError(step(WriteStep.writeTmp, () => writeAll(fh, bytes.subarray(half), half)))
