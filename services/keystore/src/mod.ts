@@ -1,4 +1,5 @@
 export * from "./applier.ts"
+export * from "./encryptionState.ts"
 export * from "./entryPlan.ts"
 export * from "./errors.ts"
 export * from "./kekProvider.ts"
