@@ -5,7 +5,8 @@
 // horizon can tell the difference.
 //
 // Work is bounded: the planner stops when its delete or scan budget is spent
-// and names the user key to resume at. A tombstone N is deleted only in the
+// and names the user key to resume at. Every call makes progress: it finishes
+// its first key, or deletes at least one version of it. A tombstone N is deleted only in the
 // same batch as (after) every older version of its key: otherwise a stop in
 // between would leave an older version that a read at the horizon then sees.
 
@@ -62,8 +63,10 @@ export class GcPlanner {
       if (e.tombstone) this.pendingTombstone = e.storageKey
       return "continue"
     }
-    // An older version, shadowed at the horizon by N.
-    if (this.deletes.length >= this.maxDeletes || this.scanned >= this.maxScan) {
+    // An older version, shadowed at the horizon by N. Only the delete budget
+    // stops inside a key (so every call that stops there deleted something:
+    // progress); the scan budget is checked at key boundaries.
+    if (this.deletes.length >= this.maxDeletes) {
       // Stop inside the key: N (even a tombstone) stays, the key is re-read next time.
       this.pendingTombstone = undefined
       this.resumeAt = this.current

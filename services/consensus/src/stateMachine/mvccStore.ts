@@ -335,7 +335,8 @@ export class MvccStore {
 
   async getMeta(name: string): Promise<Uint8Array | undefined> {
     this.requireReady()
-    return this.db.get(metaKey(name))
+    const v = await this.db.get(metaKey(name))
+    return v === undefined ? undefined : plain(v)
   }
 
   async rejection(index: number): Promise<Rejection | undefined> {
@@ -362,7 +363,13 @@ export class MvccStore {
         for (const [storageKey, value] of batch) {
           const d = decodeVersionKeyBytes(storageKey)
           const v = toVersion(decodeUtf8(d.keyBytes), d.index, storageKey, value)
-          yield { key: v.key, index: v.version, header: v.header, payload: v.payload, storageKey }
+          yield {
+            key: v.key,
+            index: v.version,
+            header: v.header,
+            payload: v.payload,
+            storageKey: v.storageKey,
+          }
         }
       }
     } finally {
@@ -799,8 +806,8 @@ async function* merged(
 
 const toVersion = (key: string, index: number, storageKey: Uint8Array, value: Uint8Array): Version => {
   try {
-    const sv = decodeStoredValue(value)
-    return { key, version: index, header: sv.header, payload: sv.payload, storageKey }
+    const sv = decodeStoredValue(plain(value))
+    return { key, version: index, header: sv.header, payload: sv.payload, storageKey: plain(storageKey) }
   } catch (e) {
     if (e instanceof ValueHeaderError) {
       throw new ValueHeaderError({
@@ -814,6 +821,10 @@ const toVersion = (key: string, index: number, storageKey: Uint8Array, value: Ui
     throw e
   }
 }
+
+/** LevelDB hands out Buffers; callers get plain Uint8Array views of the same memory. */
+const plain = (b: Uint8Array): Uint8Array =>
+  Object.getPrototypeOf(b) === Uint8Array.prototype ? b : new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
 
 const readU64Or0 = async (db: Db, key: Uint8Array, what: string): Promise<number> => {
   const v = await db.get(key)
