@@ -194,8 +194,9 @@ export class MvccStore {
       throw ioError("open", e)
     }
     try {
+      const marker = await db.get(installMarkerKey)
       const format = await db.get(formatKey)
-      if (format === undefined) {
+      if (format === undefined && marker === undefined) {
         const any = await db.keys({ limit: 1 }).all()
         if (any.length > 0) {
           throw new UnsupportedStoreFormat({
@@ -204,13 +205,12 @@ export class MvccStore {
           })
         }
         await db.put(formatKey, ascii(STORE_FORMAT), { sync: true })
-      } else if (latin1(format) !== STORE_FORMAT) {
+      } else if (format !== undefined && latin1(format) !== STORE_FORMAT) {
         throw new UnsupportedStoreFormat({
           message: `${location} has store format ${JSON.stringify(latin1(format))}, this build reads ${STORE_FORMAT}`,
           found: latin1(format),
         })
       }
-      const marker = await db.get(installMarkerKey)
       const applied = await readU64Or0(db, appliedKey, "applied index")
       const horizon = await readU64Or0(db, gcHorizonKey, "GC horizon")
       if (marker !== undefined) {
@@ -516,7 +516,8 @@ export class MvccStore {
       try {
         await this.db.put(installMarkerKey, encodeU64(checked.index), { sync: true })
         this.markerIndex = checked.index
-        await this.db.clear({ lt: installMarkerKey })
+        // The format record stays: the store is still this format while half-installed.
+        await this.db.clear({ gt: formatKey, lt: installMarkerKey })
         await this.db.clear({ gt: installMarkerKey })
         let ops: DbOp[] = []
         let opBytes = 0
