@@ -16,6 +16,7 @@ const OUTCOME = "!encryption|outcome|"
 const LAST_REGISTRY_INDEX = "!encryption|meta|last_registry_index"
 const LAST_PUBLISHED_INDEX = "!encryption|meta|last_published_index"
 const SESSION = "!encryption|session"
+const CLUSTER_ID = "!encryption|meta|cluster_id"
 const END = "\uffff"
 
 export const writerKey = (dekId: number, nodeId16: number): string => `${WRITERS}${dekId}|${nodeId16}`
@@ -72,6 +73,13 @@ export interface RegistryStore {
   ) => Effect.Effect<void, RegistryFailed>
   readonly session: Effect.Effect<SessionRecord | undefined, RegistryFailed>
   readonly putSession: (s: SessionRecord) => Effect.Effect<void, RegistryFailed>
+  /** Recorded outcomes with index > `after`, ascending (event catch-up). */
+  readonly outcomesAfter: (
+    after: number,
+    limit: number,
+  ) => Effect.Effect<ReadonlyArray<RecordedOutcome>, RegistryFailed>
+  readonly clusterId: Effect.Effect<string | undefined, RegistryFailed>
+  readonly putClusterId: (id: string) => Effect.Effect<void, RegistryFailed>
   readonly lastPublishedIndex: Effect.Effect<number, RegistryFailed>
   readonly putLastPublishedIndex: (index: number) => Effect.Effect<void, RegistryFailed>
 }
@@ -195,6 +203,24 @@ const makeStore = (db: Db): RegistryStore => ({
     }),
   ),
   putSession: (s) => batch(db, [{ type: "put", key: SESSION, value: JSON.stringify(s) }]),
+  outcomesAfter: (after, limit) =>
+    Effect.tryPromise({
+      try: () => db.iterator({ gt: outcomeKey(after), lt: `${OUTCOME}${END}`, limit }).all(),
+      catch: fail("read"),
+    }).pipe(
+      Effect.flatMap((kvs) =>
+        Effect.forEach(kvs, ([k, v]) => {
+          const r = decodeOutcome(v)
+          return r._tag === "Success"
+            ? Effect.succeed(r.success)
+            : Effect.fail(
+                new RegistryFailed({ message: `recorded outcome ${k} does not decode`, op: "read" }),
+              )
+        }),
+      ),
+    ),
+  clusterId: get(db, CLUSTER_ID),
+  putClusterId: (id) => batch(db, [{ type: "put", key: CLUSTER_ID, value: id }]),
   lastPublishedIndex: readIndex(db, LAST_PUBLISHED_INDEX),
   putLastPublishedIndex: (index) =>
     batch(db, [{ type: "put", key: LAST_PUBLISHED_INDEX, value: String(index) }]),

@@ -1,0 +1,113 @@
+// The keystore's internal request/reply shapes on `<p>.internal.<node>.keystore.*`
+// (JSON, strict; bytes as base64). Only this node's consensus may call them
+// (CONTRACT.md §9), except `resync`. Node-local failures of dispatch, session,
+// restore and generate-dek reply `Halted` with `details: { reason: <halt code>, index? }`.
+import {
+  ClusterId,
+  EncryptionEventKind,
+  FullNodeId,
+  KeyIdString,
+  LocalEpoch,
+  RejectionCodeSchema,
+  SessionId,
+} from "@ekv/wire"
+import { Schema } from "effect"
+import { EncryptionStateExport } from "./encryptionState.ts"
+
+const Int = Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
+const KeyIdNum = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
+const Bytes = Schema.Uint8ArrayFromBase64
+const PublicKey = Schema.Uint8ArrayFromBase64.check(Schema.isMinLength(32), Schema.isMaxLength(32))
+const Purpose = Schema.Literals(["storage", "raft"])
+
+/** `session`: open a writer session (SPEC.md §4.3). */
+export const SessionRequest = Schema.Struct({
+  session_id: SessionId,
+  /** Ephemeral X25519 public key, 32 raw bytes. */
+  public_key: PublicKey,
+  /** dek_id → highest epoch registered for this node in the leader's log (SPEC.md §6). */
+  floors: Schema.Record(KeyIdString, LocalEpoch),
+  /** The leader's last log index when the floors were taken. */
+  floors_as_of_index: Int,
+})
+export type SessionRequest = typeof SessionRequest.Type
+
+export const SessionReply = Schema.Struct({
+  /** sealHandover of (key_id, purpose, dek, local_epoch) for every DEK handed over. */
+  sealed: Bytes,
+  key_ids: Schema.Array(KeyIdNum),
+  /** Unretired DEKs left out because their epoch would pass 0xFFFF. */
+  exhausted_key_ids: Schema.Array(KeyIdNum),
+})
+export type SessionReply = typeof SessionReply.Type
+
+/** `dispatch`: apply one encryption entry (SPEC.md §2.3). */
+export const DispatchRequest = Schema.Struct({
+  index: Int,
+  prev_encryption_index: Int,
+  /** The entry's payload bytes as in the log (tag 0x03, 0x04 or 0x05 first). */
+  entry: Bytes,
+  session: Schema.optional(Schema.Struct({ session_id: SessionId, public_key: PublicKey })),
+  /** The cluster's id once the FSM knows it; events carry it (CONTRACT.md §5). */
+  cluster_id: Schema.optional(ClusterId),
+})
+export type DispatchRequest = typeof DispatchRequest.Type
+
+export const DispatchReply = Schema.Union([
+  Schema.Struct({
+    status: Schema.Literal("applied"),
+    index: Int,
+    kind: EncryptionEventKind,
+    outcome: Schema.Literals(["inserted", "advanced", "unchanged", "applied"]),
+    key_ids: Schema.Array(KeyIdNum),
+    replay: Schema.Boolean,
+    handover: Schema.optional(
+      Schema.Struct({
+        sealed: Bytes,
+        key_ids: Schema.Array(KeyIdNum),
+        /** Seal under these only after a 0x03 of their epoch commits (SPEC.md §6). */
+        unregistered_key_ids: Schema.Array(KeyIdNum),
+      }),
+    ),
+    exhausted_key_ids: Schema.Array(KeyIdNum),
+  }),
+  Schema.Struct({
+    status: Schema.Literal("rejected"),
+    index: Int,
+    kind: EncryptionEventKind,
+    key_ids: Schema.Array(KeyIdNum),
+    code: RejectionCodeSchema,
+    reason: Schema.String,
+    replay: Schema.Boolean,
+  }),
+])
+export type DispatchReply = typeof DispatchReply.Type
+
+/** `liveness`. */
+export const LivenessRequest = Schema.Struct({})
+export const LivenessReply = Schema.Struct({
+  ready: Schema.Boolean,
+  encryption_capable: Schema.Boolean,
+  /** Highest encryption entry index this keystore reflects. */
+  applied_index: Int,
+  raft_applied_index: Int,
+})
+
+/** `export`: the encryption state for a snapshot (SPEC.md §4.6). */
+export const ExportRequest = Schema.Struct({})
+export const ExportReply = EncryptionStateExport
+
+/** `restore`: install a snapshot's encryption state. */
+export const RestoreRequest = EncryptionStateExport
+export const RestoreReply = Schema.Struct({ applied_index: Int })
+
+/** `generate-dek`: new wrapped DEKs for the leader's proposal. */
+export const GenerateDekRequest = Schema.Struct({
+  purposes: Schema.Array(Purpose).check(Schema.isMinLength(1), Schema.isMaxLength(2)),
+})
+export const GenerateDekReply = Schema.Struct({
+  deks: Schema.Array(Schema.Struct({ purpose: Purpose, key_id: KeyIdNum, wrapped: Bytes })),
+})
+
+/** `sidecar-state`: this keystore's SidecarStateReport (CONTRACT.md §3). */
+export const SidecarStateRequest = Schema.Struct({ caller_full_node_id: Schema.optional(FullNodeId) })
