@@ -412,3 +412,41 @@ describe("lifecycle", () => {
     expect(store.gcHorizon()).toBe(9)
   })
 })
+
+describe("iteration and retention of records", () => {
+  it("iterateVersions lists every version, tombstones included, and resumes after a storage key", async () => {
+    await apply([
+      [1, [["put", "b", clear("b1")]]],
+      [
+        2,
+        [
+          ["put", "a", clear("a2")],
+          ["del", "b"],
+        ],
+      ],
+      [3, [["put", "a", sealed([3])]]],
+    ])
+    const all: string[] = []
+    for await (const v of store.iterateVersions())
+      all.push(`${v.key}@${v.index}:${v.header.tombstone ? "t" : v.header.encryptionState}`)
+    expect(all).toEqual(["a@3:1", "a@2:0", "b@2:t", "b@1:0"])
+    const rest: string[] = []
+    for await (const v of store.iterateVersions({ after: versionKey("a", 2) }))
+      rest.push(`${v.key}@${v.index}`)
+    expect(rest).toEqual(["b@2", "b@1"])
+  })
+
+  it("pruneRejections drops old verdicts, bounded per call", async () => {
+    const b = store.batch()
+    for (let i = 1; i <= 10; i++) {
+      b.recordRejection(i, "MalformedEntry", `r${i}`)
+      b.setApplied(i)
+    }
+    await b.commit()
+    expect(await store.pruneRejections(6, { maxDeletes: 3 })).toBe(3)
+    expect(await store.pruneRejections(6, { maxDeletes: 3 })).toBe(2)
+    expect(await store.pruneRejections(6)).toBe(0)
+    expect(await store.rejection(5)).toBeUndefined()
+    expect(await store.rejection(6)).toEqual({ code: "MalformedEntry", reason: "r6" })
+  })
+})
