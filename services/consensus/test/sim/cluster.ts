@@ -6,6 +6,7 @@
 // replaying the seed replays the run exactly.
 
 import { applyConfChangeToState, decodeConfChange } from "../../src/raft/confChange.ts"
+import type { ProposeResult } from "../../src/raft/raft.ts"
 import { bootstrapState, emptyState, RawNode, type Ready } from "../../src/raft/rawNode.ts"
 import {
   type ConfState,
@@ -103,6 +104,8 @@ class SimNode {
   }
 }
 
+type ProposalDropped = Extract<ProposeResult, { _tag: "ProposalDropped" }>
+
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
 
@@ -163,6 +166,10 @@ export class Simulation {
   private healed = false
   private dropRate: number
   private dupRate: number
+  private reorderRate: number
+  private faultRate: number
+  private maxMsgEntries: number
+  private maxInflight: number
   private readonly traceLog: string[] = []
 
   // --- global truth for the checks
@@ -199,6 +206,10 @@ export class Simulation {
     this.rng = new Prng(o.seed)
     this.dropRate = this.rng.pick([0, 0.02, 0.05, 0.15])
     this.dupRate = this.rng.pick([0, 0.02, 0.05])
+    this.reorderRate = this.rng.pick([0.02, 0.1, 0.5, 1])
+    this.faultRate = this.rng.pick([0.01, 0.02, 0.04])
+    this.maxMsgEntries = this.rng.pick([1, 2, 4, 16])
+    this.maxInflight = this.rng.pick([1, 2, 4, 8])
     const voters = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`)
     this.nextNodeNo = o.nodes + 1
     for (const id of voters) {
@@ -238,9 +249,9 @@ export class Simulation {
         applied: d.sm.applied,
       },
       snapshotData: (meta) => (n.durable.snapshot.meta.index === meta.index ? n.durable.snapshot.data : null),
-      maxMsgEntries: 4,
+      maxMsgEntries: this.maxMsgEntries,
       maxMsgBytes: 256,
-      maxInflightMsgs: 4,
+      maxInflightMsgs: this.maxInflight,
       maxUncommittedBytes: 4096,
       maxApplyingEntries: 16,
       maxCommittedBytesPerReady: 512,
@@ -305,15 +316,17 @@ export class Simulation {
 
   /** One scheduler decision: which event happens next. */
   private chooseEvent(faults: boolean): () => void {
-    if (faults && this.rng.chance(0.015)) return this.chooseFault()
+    if (faults && this.rng.chance(this.faultRate)) return this.chooseFault()
     const r = this.rng.next()
     const pDeliver = Math.min(0.75, 0.25 + 0.02 * this.net.length)
     if (this.net.length > 0 && r < pDeliver) return () => this.deliver(faults)
+    // Time passes more slowly (in events) for bigger clusters, which have more to do per tick.
+    if (this.rng.chance(0.45 / this.nodes.size)) return () => this.tickAll()
     const r2 = this.rng.next()
-    if (r2 < 0.45) return () => this.readyAny()
-    if (r2 < 0.6) return () => this.tickAll()
-    if (r2 < 0.78) return () => this.applyAny()
-    if (r2 < 0.92) return () => this.clientPropose()
+    if (r2 < 0.5) return () => this.readyAny()
+    if (r2 < 0.72) return () => this.applyAny()
+    // After healing only the liveness marker is proposed, so the backlog is finite.
+    if (r2 < 0.9) return faults ? () => this.clientPropose() : () => this.readyAny()
     return () => this.startRead()
   }
 
@@ -333,13 +346,15 @@ export class Simulation {
   // --- network
 
   private deliver(faults: boolean): void {
-    const i = this.rng.int(this.net.length)
+    // Links are mostly FIFO (a stream per peer) but sometimes reorder.
+    let i = this.rng.int(this.net.length)
+    if (!this.rng.chance(this.reorderRate)) {
+      const { from, to } = this.net[i]!
+      i = this.net.findIndex((x) => x.from === from && x.to === to)
+    }
     const m = this.net[i]!
     const dup = faults && this.rng.chance(this.dupRate)
-    if (!dup) {
-      this.net[i] = this.net[this.net.length - 1]!
-      this.net.pop()
-    }
+    if (!dup) this.net.splice(i, 1)
     const to = this.nodes.get(m.to)
     const blocked = this.blocked.has(`${m.from}>${m.to}`)
     if (to?.rn == null || blocked || (faults && this.rng.chance(this.dropRate))) {
@@ -404,6 +419,14 @@ export class Simulation {
     const first = ents[0]!.index
     if (first <= off || first > off + d.entries.length + 1)
       this.fail(`${n.id} persists ${first} outside (${off}, ${off + d.entries.length + 1}]`)
+    // Durability of commits: a node never drops a committed entry it holds.
+    for (let k = first - off - 1; k < d.entries.length; k++) {
+      const old = d.entries[k]!
+      const c = this.committed[old.index]
+      const repl = ents[old.index - first]
+      if (c !== undefined && sameEntry(c, old) && (repl === undefined || !sameEntry(repl, old)))
+        this.fail(`committed entry ${old.index}/${old.term} truncated on ${n.id}`)
+    }
     d.entries.length = first - off - 1
     let prevTerm = first - 1 === off ? d.snapshot.meta.term : d.entries[first - off - 2]!.term
     for (const e of ents) {
@@ -413,9 +436,6 @@ export class Simulation {
       if (seen === undefined) this.logRegistry.set(key, { entry: e, prevTerm })
       else if (!sameEntry(seen.entry, e) || seen.prevTerm !== prevTerm)
         this.fail(`log matching: ${n.id} has a different entry at ${e.index}/${e.term}`)
-      const c = this.committed[e.index]
-      if (c !== undefined && c.term !== e.term)
-        this.fail(`committed entry ${e.index}/${c.term} overwritten on ${n.id} by term ${e.term}`)
       d.entries.push(e)
       prevTerm = e.term
     }
@@ -483,10 +503,17 @@ export class Simulation {
     if (live.length === 0) return
     const n = this.rng.pick(live)
     const data = encoder.encode(`p${this.proposalCounter++}`)
-    this.proposeAt(n, data, !this.healed && this.rng.chance(0.1))
+    const bypass = !this.healed && this.rng.chance(0.1)
+    const res = this.proposeAt(n, data, bypass)
+    // A driver forwards to the leader it was told about.
+    if (res !== null && res.reason === "NotLeader" && res.leader !== null) {
+      const l = this.nodes.get(res.leader)
+      if (l?.rn != null) this.proposeAt(l, data, bypass)
+    }
   }
 
-  private proposeAt(n: SimNode, data: Uint8Array, bypass: boolean): boolean {
+  /** Proposes; returns null when accepted, else the refusal. */
+  private proposeAt(n: SimNode, data: Uint8Array, bypass: boolean): ProposalDropped | null {
     const r = n.rn!.raft
     const res = n.rn!.propose(data, { bypassApplyBarrier: bypass })
     this.trace(
@@ -494,7 +521,7 @@ export class Simulation {
     )
     if (res._tag !== "ProposalAccepted") {
       if (res.reason === "ApplyBarrier") this.stats.barrierRefusals++
-      return false
+      return res
     }
     this.stats.proposalsAccepted++
     if (!bypass) {
@@ -510,7 +537,7 @@ export class Simulation {
           `apply barrier: ${n.id} accepted a proposal with applied ${n.durable.sm.applied} < ${first}`,
         )
     }
-    return true
+    return null
   }
 
   private startRead(): void {
@@ -540,7 +567,9 @@ export class Simulation {
   private crash(): void {
     const live = this.live()
     if (live.length === 0) return
-    this.crashNode(this.rng.pick(live))
+    // Leaders are the interesting victims: half the time, crash the leader.
+    const l = this.leader()
+    this.crashNode(l !== null && this.rng.chance(0.5) ? l : this.rng.pick(live))
   }
 
   private crashNode(n: SimNode): void {
@@ -561,8 +590,11 @@ export class Simulation {
   private partition(): void {
     const ids = [...this.nodes.keys()]
     this.blocked.clear()
-    if (this.rng.chance(0.5)) {
-      const side = new Set(ids.filter(() => this.rng.chance(0.5)))
+    const r = this.rng.next()
+    const l = this.leader()
+    if (r < 0.65) {
+      // A third of the time isolate the leader; else split at random.
+      const side = l !== null && r < 0.25 ? new Set([l.id]) : new Set(ids.filter(() => this.rng.chance(0.5)))
       for (const a of ids) for (const b of ids) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`)
       this.trace(`partition {${[...side].join(",")}}`)
     } else {
@@ -700,7 +732,7 @@ export class Simulation {
       }
       const l = this.leader()
       if (l !== null && !accepted && this.rng.chance(0.2)) {
-        accepted = this.proposeAt(l, marker, false)
+        accepted = this.proposeAt(l, marker, false) === null
       }
       if (l !== null && accepted && this.markerEverywhere(l, marker)) return
       // A lost marker (leader deposed before commit) is proposed again.
@@ -824,7 +856,7 @@ export const optionsForSeed = (seed: number, over: Partial<SimOptions> = {}): Si
     learner: p.chance(0.3),
     steps: 1500,
     trace: false,
-    livenessTicks: 400,
+    livenessTicks: 600,
     ...over,
   }
 }
