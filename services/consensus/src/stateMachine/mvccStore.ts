@@ -467,23 +467,40 @@ export class MvccStore {
    * Writes every record of one consistent view of the store (versions,
    * metadata, rejections, applied index) to a snapshot file in `dir`, then
    * keeps only the newest `keep` snapshot files there.
+   *
+   * The view is taken synchronously when this is called (before it yields),
+   * so a driver that pauses apply around the call knows the exact index.
+   * `attachments` are extra metadata records written into the file only, as
+   * of that index (e.g. the keystore's encryption state, SPEC §4.6); an
+   * install stores them as metadata (getMeta). `expectIndex` refuses to write
+   * a snapshot of any other applied index.
    */
-  async exportSnapshot(dir: string, options: { readonly keep?: number } = {}): Promise<ExportedSnapshot> {
+  async exportSnapshot(
+    dir: string,
+    options: {
+      readonly keep?: number
+      readonly attachments?: ReadonlyMap<string, Uint8Array>
+      readonly expectIndex?: number
+    } = {},
+  ): Promise<ExportedSnapshot> {
     this.requireReady()
     const snap = this.db.snapshot()
+    const extra: SnapshotRecord[] = [...(options.attachments ?? new Map<string, Uint8Array>())].map(
+      ([name, value]) => ({ key: metaKey(name), value }),
+    )
     try {
       const appliedBytes = await this.db.get(appliedKey, { snapshot: snap })
       const index = appliedBytes === undefined ? 0 : decodeU64Value(appliedBytes, "applied index")
-      const db = this.db
-      async function* records(): AsyncGenerator<SnapshotRecord> {
-        if (appliedBytes === undefined) {
-          // A store that never applied anything: the applied index is still explicit in the file.
-          yield* merged(db.iterator({ snapshot: snap }), { key: appliedKey, value: encodeU64(0) })
-        } else {
-          yield* merged(db.iterator({ snapshot: snap }), undefined)
-        }
+      if (options.expectIndex !== undefined && options.expectIndex !== index) {
+        throw new ApplyOrderError({
+          message: `snapshot view is at applied index ${index}, expected ${options.expectIndex}`,
+          appliedIndex: index,
+          index: options.expectIndex,
+        })
       }
-      const written = await writeSnapshotFile(dir, index, records())
+      // A store that never applied anything: the applied index is still explicit in the file.
+      if (appliedBytes === undefined) extra.push({ key: appliedKey, value: encodeU64(0) })
+      const written = await writeSnapshotFile(dir, index, merged(this.db.iterator({ snapshot: snap }), extra))
       await pruneSnapshots(dir, options.keep ?? DEFAULT_KEEP)
       return {
         path: written.path,
@@ -777,29 +794,34 @@ export class ApplyBatch {
   }
 }
 
-/** Storage records of a LevelDB iterator, with `extra` merged in key order (if given). */
+/**
+ * Storage records of a LevelDB iterator with `extra` merged in key order; an
+ * extra record replaces a stored one with the same key.
+ */
 async function* merged(
-  it: AsyncIterable<[Uint8Array, Uint8Array]> & {
+  it: {
     nextv(n: number): Promise<Array<[Uint8Array, Uint8Array]>>
     close(): Promise<void>
   },
-  extra: SnapshotRecord | undefined,
+  extra: readonly SnapshotRecord[],
 ): AsyncGenerator<SnapshotRecord> {
-  let pending = extra
+  const pending = [...extra].sort((a, b) => compareBytes(a.key, b.key))
+  let p = 0
   try {
     for (;;) {
       const entries = await it.nextv(512)
       if (entries.length === 0) break
       for (const [key, value] of entries) {
         if (bytesEqual(key, installMarkerKey)) continue
-        if (pending !== undefined && compareBytes(pending.key, key) < 0) {
-          yield pending
-          pending = undefined
+        while (p < pending.length && compareBytes(pending[p]!.key, key) < 0) yield pending[p++]!
+        if (p < pending.length && bytesEqual(pending[p]!.key, key)) {
+          yield pending[p++]!
+          continue
         }
         yield { key, value }
       }
     }
-    if (pending !== undefined) yield pending
+    while (p < pending.length) yield pending[p++]!
   } finally {
     await it.close()
   }

@@ -2,7 +2,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { ClassicLevel } from "classic-level"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
-import { IncompleteInstall, SnapshotCorrupt } from "../../../src/stateMachine/errors.ts"
+import { ApplyOrderError, IncompleteInstall, SnapshotCorrupt } from "../../../src/stateMachine/errors.ts"
 import { installMarkerKey } from "../../../src/stateMachine/keySpace.ts"
 import { MvccStore, type StoredVersion } from "../../../src/stateMachine/mvccStore.ts"
 import {
@@ -157,6 +157,28 @@ describe("snapshot export and install", () => {
     try {
       await target.installSnapshot(snap.path)
       expect(await dump(target)).toEqual(await dump(source))
+    } finally {
+      await target.close()
+    }
+  })
+
+  it("carries attachments (e.g. the keystore's encryption state) as metadata; expectIndex guards the view", async () => {
+    await fill(source, 1, 20)
+    await expect(source.exportSnapshot(snapDir, { expectIndex: 19 })).rejects.toBeInstanceOf(ApplyOrderError)
+    const snap = await source.exportSnapshot(snapDir, {
+      expectIndex: 20,
+      attachments: new Map([
+        ["keystore_state", utf8.encode("{registry}")],
+        ["encryption_state", Uint8Array.of(42)], // replaces the stored value in the file
+      ]),
+    })
+    expect(await source.getMeta("keystore_state")).toBeUndefined()
+    const target = await openFresh("n2")
+    try {
+      await target.installSnapshot(snap.path)
+      expect(new TextDecoder().decode(await target.getMeta("keystore_state"))).toBe("{registry}")
+      expect(await target.getMeta("encryption_state")).toEqual(Uint8Array.of(42))
+      expect(await target.getMeta("cluster_id")).toEqual(await source.getMeta("cluster_id"))
     } finally {
       await target.close()
     }
