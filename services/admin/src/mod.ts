@@ -1,1 +1,7 @@
+export * from "./adminMetrics.ts"
+export * from "./adminModule.ts"
 export * from "./busConfig.ts"
+export * from "./clusterEndpoints.ts"
+export * from "./clusterView.ts"
+export * from "./config.ts"
+export * from "./consensusNodes.ts"
