@@ -60,6 +60,16 @@ const refuse = (prefix: string, node: string, r: Refusal) =>
     process.exitCode = 2
   })
 
+// Registered before anything else so a signal during startup still shuts down in order.
+let stopRequested = false
+let onStop: (() => void) | undefined
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    stopRequested = true
+    onStop?.()
+  })
+}
+
 const main = Effect.gen(function* () {
   const env = process.env
   const prefixR = parsePrefix(env.EKV_PREFIX)
@@ -108,11 +118,11 @@ const main = Effect.gen(function* () {
     return
   }
   // Run until SIGINT/SIGTERM, then close everything in order (bus, then LevelDB lock).
-  yield* Effect.callback<void>((resume) => {
-    const stop = () => resume(Effect.void)
-    process.once("SIGINT", stop)
-    process.once("SIGTERM", stop)
-  })
+  if (!stopRequested) {
+    yield* Effect.callback<void>((resume) => {
+      onStop = () => resume(Effect.void)
+    })
+  }
   yield* Scope.close(scope, Exit.void)
 })
 

@@ -268,10 +268,27 @@ export const writeSidecar = (
     return writeFileDurably(path, new TextEncoder().encode(renderSidecar(s)), options)
   })
 
+// mkdir -p one level at a time: Node's recursive mkdir loops forever on some
+// pseudo filesystems (/proc), and a refusal must come out, not a hang.
+const mkdirs = async (dir: string): Promise<void> => {
+  const parent = dirname(dir)
+  try {
+    await mkdir(dir, { mode: 0o700 })
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === "EEXIST") return
+    if (code !== "ENOENT" || parent === dir) throw e
+    await mkdirs(parent)
+    await mkdir(dir, { mode: 0o700 }).catch((e2: NodeJS.ErrnoException) => {
+      if (e2.code !== "EEXIST") throw e2
+    })
+  }
+}
+
 /** Creates the keystore directory (0700) if missing. */
 export const ensureDirectory = (dir: string): Effect.Effect<void, UnsupportedFilesystem> =>
   Effect.tryPromise({
-    try: () => mkdir(dir, { recursive: true, mode: 0o700 }),
+    try: () => mkdirs(dir),
     catch: (cause) =>
       new UnsupportedFilesystem({
         message: `${dir}: cannot create the keystore directory: ${errorText(cause)}`,
