@@ -25,49 +25,44 @@ interface Metric {
   render(): string[]
 }
 
-export class Counter implements Metric {
-  readonly type = "counter"
-  readonly #values = new Map<string, number>()
+/** A value per label set, rendered one line each: the storage of counters and gauges. */
+abstract class ScalarMetric implements Metric {
+  abstract readonly type: "counter" | "gauge"
+  protected readonly values = new Map<string, number>()
   readonly name: string
   readonly help: string
   constructor(name: string, help: string) {
     this.name = name
     this.help = help
   }
-  inc(labels?: Labels, by = 1): void {
-    if (by < 0) throw new RangeError(`counter ${this.name} cannot decrease`)
-    const k = labelKey(labels)
-    this.#values.set(k, (this.#values.get(k) ?? 0) + by)
-  }
-  get(labels?: Labels): number {
-    return this.#values.get(labelKey(labels)) ?? 0
+  get(labels?: Labels): number | undefined {
+    return this.values.get(labelKey(labels))
   }
   render(): string[] {
-    return [...this.#values].map(([k, v]) => `${this.name}${k} ${formatNumber(v)}`)
+    return [...this.values].map(([k, v]) => `${this.name}${k} ${formatNumber(v)}`)
   }
 }
 
-export class Gauge implements Metric {
-  readonly type = "gauge"
-  readonly #values = new Map<string, number>()
-  readonly name: string
-  readonly help: string
-  constructor(name: string, help: string) {
-    this.name = name
-    this.help = help
+export class Counter extends ScalarMetric {
+  readonly type = "counter"
+  inc(labels?: Labels, by = 1): void {
+    if (by < 0) throw new RangeError(`counter ${this.name} cannot decrease`)
+    const k = labelKey(labels)
+    this.values.set(k, (this.values.get(k) ?? 0) + by)
   }
+  override get(labels?: Labels): number {
+    return super.get(labels) ?? 0
+  }
+}
+
+export class Gauge extends ScalarMetric {
+  readonly type = "gauge"
   set(value: number, labels?: Labels): void {
-    this.#values.set(labelKey(labels), value)
+    this.values.set(labelKey(labels), value)
   }
   /** Removes a labelled series (e.g. a retired key id). */
   remove(labels?: Labels): void {
-    this.#values.delete(labelKey(labels))
-  }
-  get(labels?: Labels): number | undefined {
-    return this.#values.get(labelKey(labels))
-  }
-  render(): string[] {
-    return [...this.#values].map(([k, v]) => `${this.name}${k} ${formatNumber(v)}`)
+    this.values.delete(labelKey(labels))
   }
 }
 
