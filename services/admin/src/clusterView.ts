@@ -60,7 +60,7 @@ export const isMember = (status: ClusterStatus, node: string): boolean =>
   status.members.some((m) => m.node === node)
 
 const NODE_ID = "[a-z0-9-]{1,64}"
-const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
 
 /**
  * Node ids named by `$SRV.INFO` replies of the `ekv-node` service: every
@@ -71,7 +71,7 @@ export const nodesFromServiceInfo = (
   prefix: string,
   replies: ReadonlyArray<unknown>,
 ): ReadonlyArray<string> => {
-  const pattern = new RegExp(`^${escape(prefix)}\\.node\\.(${NODE_ID})\\.(health|capability)$`)
+  const pattern = new RegExp(`^${escapeRegExp(prefix)}\\.node\\.(${NODE_ID})\\.(health|capability)$`)
   const out = new Set<string>()
   for (const r of replies) {
     if (typeof r !== "object" || r === null || !("endpoints" in r) || !Array.isArray(r.endpoints)) continue
