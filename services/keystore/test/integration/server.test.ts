@@ -1,0 +1,225 @@
+// The keystore's endpoints over a real nats-server with JetStream: capability
+// (micro), session, generate-dek, dispatch with hand-over and replay, Halted
+// errors for node-local failures, and one event per applied index.
+
+import { acquireNats, Nats, request } from "@ekv/bus"
+import { generateHandoverKeyPair, openHandover } from "@ekv/crypto"
+import { type NatsFixture, startNats } from "@ekv/test"
+import {
+  type ApiError,
+  type EntryPayload,
+  encodeEntry,
+  NodeCapabilityReply,
+  NodeCapabilityRequest,
+  subjects,
+} from "@ekv/wire"
+import { jetstreamManager } from "@nats-io/jetstream"
+import { Effect, Exit, Result, Scope } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import {
+  DispatchReply,
+  DispatchRequest,
+  GenerateDekReply,
+  GenerateDekRequest,
+  SessionReply,
+  SessionRequest,
+} from "../../src/protocol.ts"
+import { serveKeystore } from "../../src/server.ts"
+import { KEK2, N2, NODE, openAt, SECRET, SELF, tempDir, wrap } from "../unit/harness.ts"
+
+const S = subjects("ekv")
+const ks = S.internal(NODE).keystore
+const CLUSTER = "c".repeat(32)
+const opts = { timeoutMs: 10_000 }
+
+describe("keystore over NATS", () => {
+  let nats: NatsFixture
+  beforeAll(async () => {
+    nats = await startNats({ jetstream: true })
+  })
+  afterAll(async () => {
+    await nats?.stop()
+  })
+
+  it("serves session, generate-dek, dispatch and capability; publishes events once", async () => {
+    const o = await openAt(tempDir())
+    const scope = Scope.makeUnsafe()
+    const run = <A, E>(e: Effect.Effect<A, E, Nats | Scope.Scope>) =>
+      Effect.runPromise(
+        Effect.gen(function* () {
+          const nc = yield* acquireNats({ servers: nats.servers })
+          return yield* e.pipe(Effect.provideService(Nats, nc))
+        }).pipe(Scope.provide(scope)),
+      )
+    const runExit = <A, E>(e: Effect.Effect<A, E, Nats>) =>
+      Effect.runPromise(
+        Effect.scoped(
+          Effect.gen(function* () {
+            const nc = yield* acquireNats({ servers: nats.servers })
+            return yield* Effect.exit(e.pipe(Effect.provideService(Nats, nc)))
+          }),
+        ),
+      )
+    try {
+      await run(serveKeystore(o.ks, { subjects: S, buildSha: "test", version: "0.0.0" }))
+
+      const cap = await run(
+        request(S.node(NODE).capability, NodeCapabilityRequest, NodeCapabilityReply, {}, opts),
+      )
+      expect(cap).toMatchObject({ node: NODE, encryption_capable: true, full_node_id: SELF, local_epoch: 0 })
+
+      const kp = generateHandoverKeyPair()
+      const sessionId = "5".repeat(32)
+      const sess = await run(
+        request(
+          ks.session,
+          SessionRequest,
+          SessionReply,
+          {
+            session_id: sessionId,
+            public_key: kp.publicKey,
+            floors: {},
+            floors_as_of_index: 2,
+          },
+          opts,
+        ),
+      )
+      expect(sess.key_ids).toEqual([])
+
+      const gen = await run(
+        request(
+          ks.generateDek,
+          GenerateDekRequest,
+          GenerateDekReply,
+          { purposes: ["storage", "raft"] },
+          opts,
+        ),
+      )
+      const [st, rf] = gen.deks as [(typeof gen.deks)[number], (typeof gen.deks)[number]]
+      const entry = encodeEntry({
+        tag: 0x04,
+        bootstrap: {
+          storage: { key_id: st.key_id, wrapped: st.wrapped },
+          raft: { key_id: rf.key_id, wrapped: rf.wrapped },
+          writers: [
+            { full_node_id: SELF, local_epoch: 0 },
+            { full_node_id: N2, local_epoch: 0 },
+          ],
+        },
+      } as unknown as EntryPayload)
+      const dispatchReq = {
+        index: 3,
+        prev_encryption_index: 0,
+        entry,
+        session: { session_id: sessionId, public_key: kp.publicKey },
+        cluster_id: CLUSTER,
+      }
+      const first = await run(request(ks.dispatch, DispatchRequest, DispatchReply, dispatchReq, opts))
+      expect(first).toMatchObject({ status: "applied", kind: "bootstrap", replay: false })
+      if (first.status !== "applied" || first.handover === undefined) throw new Error("expected a hand-over")
+      const opened = openHandover({
+        privateKey: kp.privateKey,
+        nodeSecret: SECRET,
+        nodeId: NODE,
+        sessionId,
+        sealed: first.handover.sealed,
+      })
+      expect(Result.isSuccess(opened)).toBe(true)
+      if (Result.isSuccess(opened)) {
+        expect(opened.success.map((k) => [k.keyId, k.purpose, k.localEpoch])).toEqual([
+          [st.key_id, "storage", 0],
+          [rf.key_id, "raft", 0],
+        ])
+      }
+      const replay = await run(request(ks.dispatch, DispatchRequest, DispatchReply, dispatchReq, opts))
+      expect(replay).toMatchObject({ status: "applied", replay: true })
+
+      const reg = encodeEntry({
+        tag: 0x03,
+        registration: { dek_id: st.key_id, full_node_id: N2, local_epoch: 1 },
+      } as unknown as EntryPayload)
+      expect(
+        await run(
+          request(
+            ks.dispatch,
+            DispatchRequest,
+            DispatchReply,
+            { index: 4, prev_encryption_index: 3, entry: reg },
+            opts,
+          ),
+        ),
+      ).toMatchObject({ status: "applied", outcome: "advanced" })
+
+      // Node-local failures: Halted with the halt code.
+      const bad = encodeEntry({
+        tag: 0x05,
+        control: {
+          kind: "rotate-dek",
+          purpose: "storage",
+          dek: { key_id: 77, wrapped: wrap(KEK2, new Uint8Array(32), "storage", 77) },
+          writers: [],
+        },
+      } as unknown as EntryPayload)
+      const e1 = await runExit(
+        request(
+          ks.dispatch,
+          DispatchRequest,
+          DispatchReply,
+          { index: 6, prev_encryption_index: 4, entry: bad },
+          opts,
+        ),
+      )
+      expect(Exit.isFailure(e1)).toBe(true)
+      if (Exit.isFailure(e1)) {
+        const f = e1.cause.reasons.find((r) => r._tag === "Fail")
+        const err = f?._tag === "Fail" ? (f.error as ApiError.ApiError) : undefined
+        expect(err?._tag).toBe("Halted")
+        expect(err?.details).toMatchObject({ reason: "KekMismatch", index: 6 })
+      }
+      const e2 = await runExit(
+        request(
+          ks.dispatch,
+          DispatchRequest,
+          DispatchReply,
+          { index: 9, prev_encryption_index: 8, entry: reg },
+          opts,
+        ),
+      )
+      if (Exit.isFailure(e2)) {
+        const f = e2.cause.reasons.find((r) => r._tag === "Fail")
+        expect(f?._tag === "Fail" && (f.error as ApiError.ApiError).details).toMatchObject({
+          reason: "SidecarBehindRaftLog",
+        })
+      } else throw new Error("expected Halted")
+
+      // Events: one per applied index, ids <cluster>:<node>:<index>, replays add nothing.
+      const nc = await run(acquireNats({ servers: nats.servers }))
+      const jsm = await jetstreamManager(nc)
+      let count = 0
+      for (let i = 0; i < 50 && count < 2; i++) {
+        await new Promise((r) => setTimeout(r, 100))
+        count = (await jsm.streams.info(S.events.stream)).state.messages
+      }
+      await new Promise((r) => setTimeout(r, 300))
+      const info = await jsm.streams.info(S.events.stream)
+      expect(info.state.messages).toBe(2)
+      const m1 = await jsm.streams.getMessage(S.events.stream, { seq: 1 })
+      const m2 = await jsm.streams.getMessage(S.events.stream, { seq: 2 })
+      expect(m1?.subject).toBe(S.events.encryption(NODE))
+      expect(m1?.header.get("Nats-Msg-Id")).toBe(`${CLUSTER}:${NODE}:3`)
+      expect(m1?.json()).toMatchObject({
+        cluster_id: CLUSTER,
+        node: NODE,
+        index: 3,
+        kind: "bootstrap",
+        outcome: "applied",
+        key_ids: [st.key_id, rf.key_id],
+      })
+      expect(m2?.json()).toMatchObject({ index: 4, kind: "registration", outcome: "advanced" })
+      expect(await run(o.ks.state.store.lastPublishedIndex)).toBe(4)
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await o.close()
+    }
+  })
+})
