@@ -227,6 +227,15 @@ export const epochForCreatedDek = (p: {
 const apply = (state: KeystoreState, input: DispatchInput): Effect.Effect<DispatchOutcome, ApplyError> =>
   Effect.gen(function* () {
     const { index, payload } = input
+    const pending = yield* state.store.restorePending
+    if (pending !== undefined) {
+      // Rows of a snapshot with the old sidecar: nothing may apply on that mix.
+      return yield* new SidecarBehindRaftLog({
+        message: `a snapshot restore was interrupted before its sidecar commit; install the snapshot again or resync-sidecar`,
+        applied: state.sidecar.raft_applied_index,
+        prevEncryptionIndex: input.prevEncryptionIndex,
+      })
+    }
     const applied = yield* appliedIndex(state)
     if (index <= applied) return yield* replay(state, input)
     if (input.prevEncryptionIndex > applied) {

@@ -156,6 +156,7 @@ export const restoreState = (
         snap.last_registry_index,
       )
       yield* persistSidecar(state, next)
+      yield* state.store.finishRestore
       state.keks.current = kek
     }),
   )

@@ -17,6 +17,7 @@ const LAST_REGISTRY_INDEX = "!encryption|meta|last_registry_index"
 const LAST_PUBLISHED_INDEX = "!encryption|meta|last_published_index"
 const SESSION = "!encryption|session"
 const CLUSTER_ID = "!encryption|meta|cluster_id"
+const RESTORE_PENDING = "!encryption|meta|restore_pending"
 const END = "\uffff"
 
 export const writerKey = (dekId: number, nodeId16: number): string => `${WRITERS}${dekId}|${nodeId16}`
@@ -66,11 +67,18 @@ export interface RegistryStore {
   readonly lastRegistryIndex: Effect.Effect<number, RegistryFailed>
   readonly outcome: (index: number) => Effect.Effect<RecordedOutcome | undefined, RegistryFailed>
   readonly write: (w: RegistryWrite) => Effect.Effect<void, RegistryFailed>
-  /** Restore (SPEC.md §4.6): every row and outcome replaced, in one batch. */
+  /**
+   * Restore, phase 1 (SPEC.md §4.6): every row and outcome replaced in one
+   * batch, with a restore-pending marker that blocks applying until phase 2.
+   */
   readonly replaceAll: (
     rows: ReadonlyArray<RegistryEntry>,
     lastRegistryIndex: number,
   ) => Effect.Effect<void, RegistryFailed>
+  /** Restore, phase 2 (after the sidecar commit): last_registry_index set, marker cleared. */
+  readonly finishRestore: Effect.Effect<void, RegistryFailed>
+  /** The last_registry_index of an interrupted restore, if one is pending. */
+  readonly restorePending: Effect.Effect<number | undefined, RegistryFailed>
   readonly session: Effect.Effect<SessionRecord | undefined, RegistryFailed>
   readonly putSession: (s: SessionRecord) => Effect.Effect<void, RegistryFailed>
   /** Recorded outcomes with index > `after`, ascending (event catch-up). */
@@ -190,9 +198,20 @@ const makeStore = (db: Db): RegistryStore => ({
       for (const key of yield* keysIn(db, OUTCOME, `${OUTCOME}${END}`)) ops.push({ type: "del", key })
       for (const e of rows)
         ops.push({ type: "put", key: writerKey(e.dekId, e.nodeId16), value: encodeRow(e.row) })
-      ops.push({ type: "put", key: LAST_REGISTRY_INDEX, value: String(lastRegistryIndex) })
+      ops.push({ type: "put", key: RESTORE_PENDING, value: String(lastRegistryIndex) })
       yield* batch(db, ops)
     }),
+  finishRestore: readIndex(db, RESTORE_PENDING).pipe(
+    Effect.flatMap((lri) =>
+      batch(db, [
+        { type: "put", key: LAST_REGISTRY_INDEX, value: String(lri) },
+        { type: "del", key: RESTORE_PENDING },
+      ]),
+    ),
+  ),
+  restorePending: get(db, RESTORE_PENDING).pipe(
+    Effect.flatMap((v) => (v === undefined ? Effect.succeed(undefined) : readIndex(db, RESTORE_PENDING))),
+  ),
   session: get(db, SESSION).pipe(
     Effect.flatMap((v) => {
       if (v === undefined) return Effect.succeed(undefined)

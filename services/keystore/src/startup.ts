@@ -72,7 +72,9 @@ export const openKeystore = (opts: KeystoreOptions): Effect.Effect<Keystore, Sta
     const store = yield* openRegistryStore(dir)
     yield* probeDirectory(dir)
     const onDisk = yield* readSidecar(opts.sidecarPath)
-    if (onDisk !== undefined && !opts.encryptionEnabled) {
+    // A sidecar that holds no DEK carries no encryption to downgrade from
+    // (a rejected control entry on a never-enabled node writes one).
+    if (onDisk !== undefined && !opts.encryptionEnabled && Object.keys(onDisk.keys).length > 0) {
       return yield* new SidecarPresentWithoutFlag({
         message: `${opts.sidecarPath} exists but EKV_ENCRYPTION_ENABLED is off; refusing a silent downgrade`,
         path: opts.sidecarPath,

@@ -135,8 +135,19 @@ describe("export / restore (SPEC §4.6)", () => {
     await crashing.close()
     const b = await openAt(dir)
     expect(b.ks.state.sidecarPresent).toBe(false)
+    // Nothing applies on snapshot rows with the old sidecar.
+    const blocked = await failure(
+      b.ks.applier.dispatch({
+        index: 10,
+        prevEncryptionIndex: 9,
+        payload: registration(503, N3, 0),
+        session: undefined,
+      }),
+    )
+    expect(blocked?._tag).toBe("SidecarBehindRaftLog")
     await run(restoreState(b.ks.state, snap))
     expect(await run(exportState(b.ks.state))).toEqual(snap)
+    expect(await dispatch(b, 10, 9, registration(503, N3, 0))).toMatchObject({ outcome: "inserted" })
     await b.close()
     await a.close()
   })

@@ -56,6 +56,11 @@ describe("registry store (LevelDB)", () => {
         expect(yield* s.row(12, 5)).toEqual(row(4, 5))
         yield* s.replaceAll([{ dekId: 7, nodeId16: 1, row: row(2, 2) }], 30)
         expect((yield* s.allRows).map((e) => e.dekId)).toEqual([7])
+        // Phase 1 leaves a marker; phase 2 sets the index and clears it.
+        expect(yield* s.restorePending).toBe(30)
+        expect(yield* s.lastRegistryIndex).toBe(4)
+        yield* s.finishRestore
+        expect(yield* s.restorePending).toBeUndefined()
         expect(yield* s.lastRegistryIndex).toBe(30)
         expect(yield* s.outcome(4)).toBeUndefined()
       }),
