@@ -1,1 +1,2 @@
 export * from "./natsFixture.ts"
+export * from "./processCluster.ts"

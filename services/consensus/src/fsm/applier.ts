@@ -1,0 +1,233 @@
+// Applies committed entries to the MVCC store strictly in log order (SPEC
+// §2, §2.2): many entries per LevelDB batch, the applied index in the same
+// batch as their effects. Everything decided from the log alone (decode
+// failures, a second cluster_id, a 0x06 before the cutover) is a rejection
+// recorded identically on every replica; node-local faults halt at the entry
+// without marking it applied.
+import { decodeEntry, type EntryPayload, type KvOp, RejectionCode, Tag } from "@ekv/wire"
+import { Result } from "effect"
+import { applyConfChangeToState, type ConfState, decodeConfChange, type Entry } from "../raft/mod.ts"
+import { MetaName } from "../stateMachine/keySpace.ts"
+import type { ApplyBatch, MvccStore } from "../stateMachine/mvccStore.ts"
+import type { EncryptionDispatcher } from "./encryptionDispatcher.ts"
+import type { FaultInjector, HaltInfo } from "./halt.ts"
+import type { ValueSealer } from "./valueSealer.ts"
+
+export type EntryOutcome =
+  | { readonly kind: "write"; readonly index: number; readonly term: number; readonly deleted: boolean }
+  | {
+      readonly kind: "rejected"
+      readonly index: number
+      readonly term: number
+      readonly code: string
+      readonly reason: string
+    }
+  /** Empty, ConfChange, cluster metadata, an applied encryption entry. */
+  | { readonly kind: "other"; readonly index: number; readonly term: number }
+
+export interface ApplyResult {
+  /** One per entry applied (in order); entries from a halt onwards have none. */
+  readonly outcomes: readonly EntryOutcome[]
+  /** The applied index after this call. */
+  readonly appliedIndex: number
+  readonly halt: HaltInfo | null
+}
+
+export interface ApplierOptions {
+  readonly sealer: ValueSealer
+  readonly dispatcher: EncryptionDispatcher
+  readonly faults: FaultInjector
+}
+
+const utf8 = new TextEncoder()
+const utf8Decoder = new TextDecoder()
+
+/** SM metadata name of the last applied encryption entry's index. */
+const LAST_ENCRYPTION_INDEX = "last_encryption_index"
+
+export const encodeConfState = (c: ConfState): Uint8Array =>
+  utf8.encode(JSON.stringify({ voters: [...c.voters], learners: [...c.learners] }))
+
+export const decodeConfState = (b: Uint8Array | undefined): ConfState => {
+  if (b === undefined || b.length === 0) return { voters: [], learners: [] }
+  const v = JSON.parse(utf8Decoder.decode(b)) as { voters?: unknown; learners?: unknown }
+  const list = (x: unknown): string[] =>
+    Array.isArray(x) && x.every((s) => typeof s === "string") ? (x as string[]) : []
+  return { voters: list(v.voters), learners: list(v.learners) }
+}
+
+export class Applier {
+  readonly store: MvccStore
+  private readonly opts: ApplierOptions
+  /** Membership as of the applied index (carried in snapshots as SM metadata). */
+  membership: ConfState = { voters: [], learners: [] }
+  clusterId = ""
+  lastEncryptionIndex = 0
+  /**
+   * The raft-envelope cutover index c (SPEC §2.5), 0 while there is none. It
+   * becomes SM state with enable-raft-envelope (encryption lifecycle).
+   */
+  cutoverIndex = 0
+
+  constructor(store: MvccStore, opts: ApplierOptions) {
+    this.store = store
+    this.opts = opts
+  }
+
+  /** Reloads the cached SM metadata (after open and after a snapshot install). */
+  async reload(): Promise<void> {
+    this.membership = decodeConfState(await this.store.getMeta(MetaName.Membership))
+    const cid = await this.store.getMeta(MetaName.ClusterId)
+    this.clusterId = cid === undefined ? "" : utf8Decoder.decode(cid)
+    const lei = await this.store.getMeta(LAST_ENCRYPTION_INDEX)
+    this.lastEncryptionIndex = lei === undefined ? 0 : Number(utf8Decoder.decode(lei))
+  }
+
+  get appliedIndex(): number {
+    return this.store.appliedIndex()
+  }
+
+  /**
+   * Applies `entries` (consecutive, starting right after the applied index).
+   * Stops at the first node-local fault. `sync` fsyncs the final batch.
+   */
+  async apply(entries: readonly Entry[], options: { readonly sync?: boolean } = {}): Promise<ApplyResult> {
+    const outcomes: EntryOutcome[] = []
+    const fault = this.opts.faults.check()
+    let batch = this.store.batch()
+    let dirty = false
+    let halt: HaltInfo | null = null
+    // Snapshot of cached metadata, restored if the batch fails to commit.
+    const saved = { m: this.membership, c: this.clusterId, e: this.lastEncryptionIndex }
+    try {
+      for (const e of entries) {
+        const f = fault?.(e.index) ?? null
+        if (f !== null) {
+          halt = f
+          break
+        }
+        if (e.type === "Normal") {
+          const decoded = decodeEntry(e.data)
+          if (Result.isFailure(decoded)) {
+            outcomes.push(this.reject(batch, e, decoded.failure.code, decoded.failure.message))
+          } else {
+            const p = decoded.success
+            if (p.tag === Tag.Registration || p.tag === Tag.Bootstrap || p.tag === Tag.Control) {
+              // The keystore makes its own effects durable: commit ours first, then wait for it.
+              if (dirty) {
+                await batch.commit()
+                batch = this.store.batch()
+                dirty = false
+              }
+              const r = await this.opts.dispatcher.dispatch({
+                index: e.index,
+                prevEncryptionIndex: this.lastEncryptionIndex,
+                payload: p,
+              })
+              if (r._tag === "Failed") {
+                halt = { index: e.index, reason: r.code, message: r.reason, transient: r.transient }
+                break
+              }
+              if (r._tag === "Rejected") outcomes.push(this.reject(batch, e, r.code, r.reason))
+              else outcomes.push({ kind: "other", index: e.index, term: e.term })
+              this.lastEncryptionIndex = e.index
+              batch.putMeta(LAST_ENCRYPTION_INDEX, utf8.encode(String(e.index)))
+            } else {
+              outcomes.push(await this.applyPayload(batch, e, p))
+            }
+          }
+        } else if (e.type === "ConfChange") {
+          const cc = decodeConfChange(e.data)
+          if (cc !== null) {
+            const r = applyConfChangeToState(this.membership, cc)
+            // The core rejects the same invalid change the same way: a no-op everywhere.
+            if (r.ok) {
+              this.membership = r.confState
+              batch.putMeta(MetaName.Membership, encodeConfState(r.confState))
+            }
+          }
+          outcomes.push({ kind: "other", index: e.index, term: e.term })
+        } else {
+          outcomes.push({ kind: "other", index: e.index, term: e.term })
+        }
+        batch.setApplied(e.index)
+        dirty = true
+      }
+      if (dirty) await batch.commit({ sync: options.sync ?? false })
+    } catch (err) {
+      this.membership = saved.m
+      this.clusterId = saved.c
+      this.lastEncryptionIndex = saved.e
+      throw err
+    }
+    return { outcomes, appliedIndex: this.store.appliedIndex(), halt }
+  }
+
+  private reject(batch: ApplyBatch, e: Entry, code: string, reason: string): EntryOutcome {
+    batch.recordRejection(e.index, code, reason)
+    return { kind: "rejected", index: e.index, term: e.term, code, reason }
+  }
+
+  private async applyPayload(batch: ApplyBatch, e: Entry, p: EntryPayload): Promise<EntryOutcome> {
+    switch (p.tag) {
+      case Tag.KvOp:
+      case Tag.KvBatch: {
+        if (this.cutoverIndex > 0 && e.index > this.cutoverIndex)
+          return this.reject(
+            batch,
+            e,
+            RejectionCode.UnsealedAfterCutover,
+            `unsealed user entry after cutover ${this.cutoverIndex}`,
+          )
+        const ops: readonly KvOp[] = p.tag === Tag.KvOp ? [p.op] : p.ops
+        let deleted = false
+        for (const op of ops) {
+          if (op.op === "put") batch.put(op.key, e.index, this.opts.sealer.seal(op.key, e.index, op.value))
+          else {
+            deleted = (await batch.get(op.key)).found
+            batch.delete(op.key, e.index)
+          }
+        }
+        return { kind: "write", index: e.index, term: e.term, deleted }
+      }
+      case Tag.ClusterMeta: {
+        if (this.clusterId !== "")
+          return this.reject(
+            batch,
+            e,
+            RejectionCode.PreconditionFailed,
+            `cluster_id is already ${this.clusterId}`,
+          )
+        this.clusterId = p.cluster_id
+        batch.putMeta(MetaName.ClusterId, utf8.encode(p.cluster_id))
+        return { kind: "other", index: e.index, term: e.term }
+      }
+      case Tag.RaftEnvelope: {
+        if (this.cutoverIndex === 0)
+          return this.reject(
+            batch,
+            e,
+            RejectionCode.SealedBeforeCutover,
+            "raft envelope while no cutover exists",
+          )
+        if (e.index <= this.cutoverIndex)
+          return this.reject(
+            batch,
+            e,
+            RejectionCode.SealedBeforeCutover,
+            `raft envelope at or before cutover ${this.cutoverIndex}`,
+          )
+        // Opening 0x06 needs the raft DEK (encryption lifecycle); until then this cannot be reached (c = 0).
+        return this.reject(
+          batch,
+          e,
+          RejectionCode.SealedBeforeCutover,
+          "raft envelopes are not supported by this build",
+        )
+      }
+      default:
+        // 0x03–0x05 are dispatched by the caller.
+        return { kind: "other", index: e.index, term: e.term }
+    }
+  }
+}

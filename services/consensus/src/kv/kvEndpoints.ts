@@ -1,0 +1,254 @@
+// The key-value API of CONTRACT §2: micro service `ekv-kv` (queue group
+// `ekv-kv`) on `<p>.kv.put|get|delete|batch|scan`, served by every node.
+// Writes and linearizable reads run on the leader: a follower forwards them
+// over `<p>.internal.<leader>.admin.kv.<op>` (same JSON shapes), which the
+// leader serves without forwarding again. Writes are acknowledged after
+// commit and apply on the leader; reads are linearizable through ReadIndex
+// unless `serializable` (local state).
+import { endpoint, type Nats, serveMicro, serveSubject } from "@ekv/bus"
+import {
+  ApiError,
+  encodeEntry,
+  type KvBatchReply,
+  type KvDeleteReply,
+  type KvGetReply,
+  type KvOp,
+  type KvOpName,
+  type KvPutReply,
+  type KvScanReply,
+  kvApi,
+  MAX_REQUEST_BYTES,
+  type RaftIndex,
+  subjects,
+  Tag,
+} from "@ekv/wire"
+import type { NatsConnection } from "@nats-io/transport-node"
+import { Effect, Result } from "effect"
+import type { EntryOutcome } from "../fsm/applier.ts"
+import { OpenFailure, type ValueSealer } from "../fsm/valueSealer.ts"
+import { NotLeader, type RaftNode } from "../node/raftNode.ts"
+import { forwardRequest, internalAdminSubject } from "./forward.ts"
+
+type Req<Op extends KvOpName> = (typeof kvApi)[Op]["request"]["Type"]
+
+/** Scan replies stop before their JSON would pass CONTRACT's 3 MiB. */
+const SCAN_READ_BYTES = 2 * 1024 * 1024
+
+export interface KvContext {
+  readonly node: RaftNode
+  readonly nc: NatsConnection
+  readonly prefix: string
+  readonly sealer: ValueSealer
+}
+
+/** Runs a promise-returning handler: ApiErrors fail typed, anything else is a defect (Internal). */
+export const fromPromise = <A>(f: () => Promise<A>): Effect.Effect<A, ApiError.ApiError> =>
+  Effect.flatMap(
+    Effect.promise(() =>
+      f().then(
+        (value) => ({ ok: true as const, value }),
+        (error: unknown) => ({ ok: false as const, error }),
+      ),
+    ),
+    (r) =>
+      r.ok
+        ? Effect.succeed(r.value)
+        : ApiError.isApiError(r.error)
+          ? Effect.fail(r.error)
+          : Effect.die(r.error),
+  )
+
+const decoderOf =
+  <A>(decode: (b: Uint8Array) => Result.Result<A, ApiError.ApiError>) =>
+  (data: Uint8Array) => {
+    const r = decode(data)
+    return Result.isSuccess(r) ? Effect.succeed(r.success) : Effect.fail(r.failure)
+  }
+
+const noLeader = () =>
+  new ApiError.Unavailable({ message: "no leader is known; retry", details: { reason: "NoLeader" } })
+
+const integrity = (e: OpenFailure) =>
+  new ApiError.IntegrityError({
+    message: e.message,
+    details: { key: e.key, version: e.version, reason: e.reason },
+  })
+
+const rejectedWrite = (o: EntryOutcome) =>
+  new ApiError.Internal({
+    message: `the write was rejected at apply (${o.kind === "rejected" ? o.code : "?"})`,
+    details: { index: o.index, ...(o.kind === "rejected" ? { code: o.code, reason: o.reason } : {}) },
+  })
+
+export class KvHandlers {
+  private readonly c: KvContext
+  constructor(c: KvContext) {
+    this.c = c
+  }
+
+  /** On a follower, sends the request to the leader; on a forwarded request, never forwards again. */
+  private async leaderOr<A, Op extends KvOpName>(
+    op: Op,
+    req: Req<Op>,
+    forwarded: boolean,
+    local: () => Promise<A>,
+  ): Promise<A> {
+    try {
+      return await local()
+    } catch (e) {
+      if (!(e instanceof NotLeader)) throw e
+      if (forwarded || e.leader === null || e.leader === this.c.node.id) throw noLeader()
+      const api = kvApi[op]
+      const body = (api.encodeRequest as (r: Req<Op>) => Uint8Array)(req)
+      return (await forwardRequest(
+        this.c.nc,
+        internalAdminSubject(this.c.prefix, e.leader, "kv", op),
+        body,
+        api.decodeReply as (b: Uint8Array) => Result.Result<A, never>,
+      )) as A
+    }
+  }
+
+  private async write(payload: Uint8Array): Promise<EntryOutcome> {
+    const o = await this.c.node.propose(payload)
+    if (o.kind !== "write") throw rejectedWrite(o)
+    return o
+  }
+
+  private requireNotHalted(): void {
+    const h = this.c.node.haltInfo
+    if (h !== null)
+      throw new ApiError.Halted({
+        message: `this node halted apply at ${h.index} (${h.reason}); its local state is stale`,
+        details: { index: h.index, reason: h.reason },
+      })
+  }
+
+  put(req: Req<"put">, forwarded: boolean): Promise<KvPutReply> {
+    return this.leaderOr("put", req, forwarded, async () => {
+      const o = await this.write(
+        encodeEntry({ tag: Tag.KvOp, op: { op: "put", key: req.key, value: req.value } }),
+      )
+      return { index: o.index as RaftIndex }
+    })
+  }
+
+  delete(req: Req<"delete">, forwarded: boolean): Promise<KvDeleteReply> {
+    return this.leaderOr("delete", req, forwarded, async () => {
+      const o = await this.write(encodeEntry({ tag: Tag.KvOp, op: { op: "delete", key: req.key } }))
+      return { index: o.index as RaftIndex, deleted: o.kind === "write" && o.deleted }
+    })
+  }
+
+  batch(req: Req<"batch">, forwarded: boolean): Promise<KvBatchReply> {
+    return this.leaderOr("batch", req, forwarded, async () => {
+      const ops: KvOp[] = req.ops.map((o) =>
+        o.op === "put" ? { op: "put", key: o.key, value: o.value } : { op: "delete", key: o.key },
+      )
+      const o = await this.write(encodeEntry({ tag: Tag.KvBatch, ops }))
+      return { index: o.index as RaftIndex }
+    })
+  }
+
+  get(req: Req<"get">, forwarded: boolean): Promise<KvGetReply> {
+    if (req.consistency === "serializable") return this.getLocal(req.key)
+    return this.leaderOr("get", req, forwarded, async () => {
+      await this.c.node.readBarrier()
+      return this.getLocal(req.key)
+    })
+  }
+
+  scan(req: Req<"scan">, forwarded: boolean): Promise<KvScanReply> {
+    if (req.consistency === "serializable") return this.scanLocal(req)
+    return this.leaderOr("scan", req, forwarded, async () => {
+      await this.c.node.readBarrier()
+      return this.scanLocal(req)
+    })
+  }
+
+  private async getLocal(key: string): Promise<KvGetReply> {
+    this.requireNotHalted()
+    const r = await this.c.node.store.get(key)
+    if (!r.found) return { found: false }
+    try {
+      return { found: true, value: this.c.sealer.open(r), version: r.version as RaftIndex }
+    } catch (e) {
+      if (e instanceof OpenFailure) throw integrity(e)
+      throw e
+    }
+  }
+
+  private async scanLocal(req: Req<"scan">): Promise<KvScanReply> {
+    this.requireNotHalted()
+    const r = await this.c.node.store.scan({
+      ...(req.prefix === undefined ? {} : { prefix: req.prefix }),
+      ...(req.after === undefined ? {} : { after: req.after }),
+      limit: req.limit ?? 100,
+      maxBytes: SCAN_READ_BYTES,
+    })
+    const items: { key: string; value: Uint8Array; version: RaftIndex }[] = []
+    let more = r.more
+    let size = 32
+    for (const v of r.items) {
+      let value: Uint8Array
+      try {
+        value = this.c.sealer.open(v)
+      } catch (e) {
+        if (e instanceof OpenFailure) throw integrity(e)
+        throw e
+      }
+      // JSON size of the item: escaped key, base64 value, field names.
+      const cost = JSON.stringify(v.key).length + Math.ceil(value.length / 3) * 4 + 48
+      if (items.length > 0 && size + cost > MAX_REQUEST_BYTES) {
+        more = true
+        break
+      }
+      size += cost
+      items.push({ key: v.key, value, version: v.version as RaftIndex })
+    }
+    return { items, more }
+  }
+}
+
+const OPS: readonly KvOpName[] = ["put", "get", "delete", "batch", "scan"]
+
+/** Serves `ekv-kv` and the leader-side forwarding subjects for the lifetime of the scope. */
+export const serveKv = (c: KvContext) =>
+  Effect.gen(function* () {
+    const s = subjects(c.prefix)
+    const h = new KvHandlers(c)
+    const handler = (op: KvOpName, forwarded: boolean) => (req: never) =>
+      fromPromise(() => (h[op] as (r: unknown, f: boolean) => Promise<unknown>).call(h, req, forwarded))
+    yield* serveMicro({
+      name: s.service.kv,
+      version: "0.1.0",
+      description: "ekv key-value API (CONTRACT §2)",
+      queue: s.service.kv,
+      maxConcurrent: 1024,
+      endpoints: OPS.map((op) =>
+        endpoint({
+          name: op,
+          subject: s.kv.op(op),
+          request: decoderOf(
+            kvApi[op].decodeRequest as (b: Uint8Array) => Result.Result<never, ApiError.ApiError>,
+          ),
+          reply: kvApi[op].encodeReply as (v: unknown) => Uint8Array,
+          handler: handler(op, false),
+        }),
+      ),
+    })
+    for (const op of OPS) {
+      yield* serveSubject({
+        subject: internalAdminSubject(c.prefix, c.node.id, "kv", op),
+        label: `internal kv ${op}`,
+        maxConcurrent: 1024,
+        request: decoderOf(
+          kvApi[op].decodeRequest as (b: Uint8Array) => Result.Result<never, ApiError.ApiError>,
+        ),
+        reply: kvApi[op].encodeReply as (v: unknown) => Uint8Array,
+        handler: handler(op, true),
+      })
+    }
+  })
+
+export type { Nats }

@@ -1,0 +1,178 @@
+// The consensus process of one node: `node services/consensus/src/main.ts`
+// (configuration: CONTRACT §6 environment or equal --flags, see config.ts).
+//
+// Start-up order: configuration → this node's databases (DataDirLocked /
+// CorruptLog refuse the start with one line and a non-zero exit) → NATS →
+// Raft driver → KV, cluster and health endpoints → metrics. SIGTERM/SIGINT
+// shut everything down in reverse order (endpoints, driver, NATS, LevelDBs).
+import * as path from "node:path"
+import { Nats, natsLayer } from "@ekv/bus"
+import { serveMetrics } from "@ekv/metrics"
+import { clusterEventMsgId, subjects } from "@ekv/wire"
+import { connect } from "@nats-io/transport-node"
+import { Effect, Exit, Fiber, Layer } from "effect"
+import { serveCluster } from "./clusterEndpoints.ts"
+import { ConfigError, type ConsensusConfig, loadConfig } from "./config.ts"
+import { makeClusterEvents } from "./events.ts"
+import { Applier } from "./fsm/applier.ts"
+import { keystoreUnavailableDispatcher } from "./fsm/encryptionDispatcher.ts"
+import { testFaultInjector } from "./fsm/halt.ts"
+import { cleartextSealer } from "./fsm/valueSealer.ts"
+import { serveHealth } from "./health.ts"
+import { serveKv } from "./kv/kvEndpoints.ts"
+import { makeLog } from "./log.ts"
+import { makeConsensusMetrics } from "./metrics.ts"
+import { RaftNode } from "./node/raftNode.ts"
+import { type OpenedStorage, openStorage, RefuseStart } from "./node/storage.ts"
+
+/** TEST ONLY: while this file exists under the data dir and holds N, apply halts at the first entry ≥ N. */
+export const FAULT_FILE = "test-fault-halt-at-index"
+
+const refuse = async (cfg: ConsensusConfig | undefined, code: string, message: string): Promise<never> => {
+  process.stderr.write(`ekv consensus refusing to start: ${code}: ${message}\n`)
+  if (cfg !== undefined) {
+    // Best effort: tell the events stream (SPEC §7), without waiting long for the bus.
+    try {
+      const nc = await connect({
+        servers: [...cfg.nats.servers],
+        timeout: 2_000,
+        ...(cfg.nats.user === undefined ? {} : { user: cfg.nats.user, pass: cfg.nats.pass }),
+      })
+      const s = subjects(cfg.prefix)
+      const { jetstream } = await import("@nats-io/jetstream")
+      const body = JSON.stringify({
+        cluster_id: "",
+        node: cfg.nodeId,
+        kind: "refused-start",
+        code,
+        reason: message,
+        at: new Date().toISOString(),
+      })
+      await jetstream(nc)
+        .publish(s.events.cluster(cfg.nodeId), body, {
+          msgID: clusterEventMsgId("", cfg.nodeId, "refused-start", Date.now()),
+          timeout: 2_000,
+        })
+        .catch(() => undefined)
+      await nc.close()
+    } catch {
+      // the bus is not reachable: the log line is the report
+    }
+  }
+  process.exit(1)
+}
+
+const run = async (): Promise<void> => {
+  let cfg: ConsensusConfig
+  try {
+    cfg = loadConfig(process.env, process.argv.slice(2))
+  } catch (e) {
+    if (e instanceof ConfigError) return refuse(undefined, "InvalidConfig", e.message)
+    throw e
+  }
+  const log = makeLog(cfg.nodeId)
+  const t0 = performance.now()
+  let storage: OpenedStorage
+  try {
+    storage = await openStorage({
+      nodeId: cfg.nodeId,
+      peers: cfg.peers,
+      raftDir: cfg.raftDir,
+      stateDir: cfg.stateDir,
+      snapshotDir: cfg.snapshotDir,
+    })
+  } catch (e) {
+    if (e instanceof RefuseStart) return refuse(cfg, e.code, e.message)
+    throw e
+  }
+  const loadMs = performance.now() - t0
+  const metrics = makeConsensusMetrics()
+  const applier = new Applier(storage.sm, {
+    sealer: cleartextSealer,
+    dispatcher: keystoreUnavailableDispatcher,
+    faults: testFaultInjector(path.join(cfg.dataDir, "consensus", FAULT_FILE), cfg.faultHaltAtIndex),
+  })
+  await applier.reload()
+
+  const program = Effect.gen(function* () {
+    const nc = yield* Nats
+    const events = makeClusterEvents(nc, cfg.prefix, cfg.nodeId)
+    const node = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const n = new RaftNode({
+          nodeId: cfg.nodeId,
+          prefix: cfg.prefix,
+          electionTimeoutMs: cfg.electionTimeoutMs,
+          snapshotEntries: cfg.snapshotEntries,
+          snapshotDir: cfg.snapshotDir,
+          incomingDir: path.join(cfg.stateDir, "incoming"),
+          storage,
+          applier,
+          nc,
+          metrics,
+          events,
+          log,
+          onFatal: (e) => {
+            process.stderr.write(`ekv consensus ${cfg.nodeId}: fatal: ${String(e)}\n`)
+            process.exit(70)
+          },
+        })
+        n.start()
+        return n
+      }),
+      (n) => Effect.promise(() => n.close()),
+    )
+    yield* serveKv({ node, nc, prefix: cfg.prefix, sealer: cleartextSealer })
+    yield* serveCluster(node, nc, cfg.prefix)
+    yield* serveHealth(node, nc, cfg.prefix)
+    if (cfg.metricsPort !== undefined) {
+      const port = cfg.metricsPort
+      yield* Effect.acquireRelease(
+        Effect.promise(() => serveMetrics(metrics.registry, port)),
+        (m) => Effect.promise(() => m.close()),
+      )
+    }
+    log.info("consensus ready", {
+      loadMs: Math.round(loadMs),
+      loadedEntries: storage.loadedEntries,
+      replayEntries: storage.replayEntries,
+      applied: storage.persisted.applied,
+      snapshotIndex: storage.persisted.snapshotMeta.index,
+      bootstrapped: storage.bootstrapped,
+      dataDir: cfg.dataDir,
+    })
+    return yield* Effect.never
+  })
+
+  const layer = natsLayer(cfg.nats)
+  const closeStores = async () => {
+    await storage.sm.close().catch(() => {})
+    await storage.log.close().catch(() => {})
+  }
+  const fiber = Effect.runFork(program.pipe(Effect.scoped, Effect.provide(Layer.fresh(layer))))
+  let stopping = false
+  const stop = (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info("shutting down", { signal })
+    void Effect.runPromise(Fiber.interrupt(fiber)).then(async () => {
+      await closeStores()
+      process.exit(0)
+    })
+  }
+  process.on("SIGTERM", () => stop("SIGTERM"))
+  process.on("SIGINT", () => stop("SIGINT"))
+  const exit = await Effect.runPromise(Fiber.await(fiber))
+  if (!stopping) {
+    await closeStores()
+    if (Exit.isFailure(exit)) {
+      process.stderr.write(`ekv consensus ${cfg.nodeId}: stopped: ${String(exit.cause)}\n`)
+      process.exit(1)
+    }
+  }
+}
+
+void run().catch((e: unknown) => {
+  process.stderr.write(`ekv consensus: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,26 @@
+// The consensus process's Prometheus series (CONTRACT §6, SPEC §9).
+import { Registry } from "@ekv/metrics"
+
+export const makeConsensusMetrics = (registry: Registry = new Registry()) => ({
+  registry,
+  term: registry.gauge("ekv_raft_term", "Current Raft term"),
+  commitIndex: registry.gauge("ekv_raft_commit_index", "Highest log index known committed"),
+  appliedIndex: registry.gauge("ekv_raft_applied_index", "Highest log index applied to the state machine"),
+  isLeader: registry.gauge("ekv_raft_is_leader", "1 when this node is the leader"),
+  applyHalted: registry.gauge("ekv_apply_halted", "1 while apply is halted on a node-local fault"),
+  rejected: registry.counter(
+    "ekv_entries_rejected_total",
+    "Entries applied as deterministic rejections, by code",
+  ),
+  proposals: registry.counter("ekv_raft_proposals_total", "Proposals by outcome (accepted, dropped reason)"),
+  fsyncSeconds: registry.histogram("ekv_raft_fsync_seconds", "Latency of one synchronous Raft log batch"),
+  persistEntries: registry.counter("ekv_raft_persisted_entries_total", "Entries written to the Raft log"),
+  applySeconds: registry.histogram(
+    "ekv_raft_apply_batch_seconds",
+    "Latency of one state-machine apply batch",
+  ),
+  snapshots: registry.counter("ekv_raft_snapshots_total", "Snapshots taken (local) or installed (received)"),
+  transportDropped: registry.counter("ekv_raft_transport_dropped_total", "Raft messages dropped, by reason"),
+})
+
+export type ConsensusMetrics = ReturnType<typeof makeConsensusMetrics>
