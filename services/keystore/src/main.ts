@@ -2,8 +2,10 @@
 // served; a refusal logs one line naming the guard, publishes a refused-start
 // cluster event when the bus is reachable, and exits non-zero.
 import { acquireNats, Nats, natsOptionsFromEnv, publishDeduped } from "@ekv/bus"
+import { metricsPortFromEnv, Registry, serveMetrics } from "@ekv/metrics"
 import { clusterEventMsgId, parsePrefix, subjects as subjectsFor } from "@ekv/wire"
 import { Effect, Exit, Logger, Result, Scope } from "effect"
+import { keystoreMetrics } from "./keystoreMetrics.ts"
 import { serveKeystore } from "./server.ts"
 import { envConfig, keystoreOptionsFromEnv, openKeystore } from "./startup.ts"
 
@@ -100,11 +102,22 @@ const main = Effect.gen(function* () {
 
   const served = yield* Effect.exit(
     Effect.gen(function* () {
+      const port = yield* Effect.try(() => metricsPortFromEnv(env.EKV_METRICS_PORT))
+      const registry = new Registry()
+      const metrics = keystoreMetrics(registry)
+      metrics.refresh(ks.state)
+      if (port !== undefined) {
+        yield* Effect.acquireRelease(
+          Effect.promise(() => serveMetrics(registry, port)),
+          (m) => Effect.promise(() => m.close()),
+        )
+      }
       const nc = yield* acquireNats(natsOptionsFromEnv(env, { name: `keystore-${node}` }))
       yield* serveKeystore(ks, {
         subjects: subjectsFor(prefix),
         buildSha: env.EKV_BUILD_SHA ?? "dev",
         version: VERSION,
+        metrics,
       }).pipe(Effect.provideService(Nats, nc))
       yield* Effect.logInfo(`keystore ${node} serving on ${prefix}.internal.${node}.keystore.>`).pipe(
         Effect.annotateLogs({ component: "keystore", node }),

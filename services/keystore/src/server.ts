@@ -24,6 +24,7 @@ import {
 import { Effect, Result, Schedule, Schema, type Scope, Semaphore } from "effect"
 import type { DispatchOutcome } from "./applier.ts"
 import { capabilityReport, exportState, generateDeks, restoreState, sidecarState } from "./encryptionState.ts"
+import type { KeystoreMetrics } from "./keystoreMetrics.ts"
 import { appliedIndex } from "./keystoreState.ts"
 import {
   DispatchReply,
@@ -47,6 +48,7 @@ export interface ServeOptions {
   readonly subjects: Subjects
   readonly buildSha: string
   readonly version: string
+  readonly metrics?: KeystoreMetrics | undefined
 }
 
 /** Our encoded reply fields through the contract schema (a mismatch is a bug → Internal). */
@@ -183,6 +185,7 @@ export const serveKeystore = (
           floors: req.floors,
           floorsAsOfIndex: req.floors_as_of_index,
         }).pipe(
+          Effect.tap(() => Effect.sync(() => opts.metrics?.refresh(state))),
           Effect.map((r) => ({
             sealed: r.sealed,
             key_ids: [...r.keyIds],
@@ -218,6 +221,7 @@ export const serveKeystore = (
           ) {
             yield* state.store.putClusterId(req.cluster_id).pipe(Effect.ignore)
           }
+          const started = performance.now()
           const outcome = yield* applier
             .dispatch({
               index: req.index,
@@ -229,6 +233,8 @@ export const serveKeystore = (
                   : { sessionId: req.session.session_id, publicKey: req.session.public_key },
             })
             .pipe(Effect.mapError((e) => halted(e, req.index)))
+          opts.metrics?.observeDispatch(outcome, (performance.now() - started) / 1000)
+          opts.metrics?.refresh(state)
           yield* Effect.forkDetach(publish)
           return toReply(outcome)
         }),
@@ -264,6 +270,7 @@ export const serveKeystore = (
       maxConcurrent: 1,
       handler: (snap) =>
         restoreState(state, snap).pipe(
+          Effect.tap(() => Effect.sync(() => opts.metrics?.refresh(state))),
           Effect.andThen(appliedIndex(state)),
           Effect.map((applied) => ({ applied_index: applied })),
           Effect.mapError((e) => halted(e)),
