@@ -8,6 +8,8 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { kekId, wrapDek } from "@ekv/crypto"
 import { type NatsFixture, startNats } from "@ekv/test"
+import { jetstreamManager } from "@nats-io/jetstream"
+import { connect } from "@nats-io/transport-node"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { emptySidecar, renderSidecar, type Sidecar } from "../../src/sidecarFile.ts"
 
@@ -182,6 +184,20 @@ describe("with a bus", () => {
       const r = refusal(env)
       expect(r.status, r.stderr).toBe(2)
       expect(r.lines.map((l) => l.guard)).toEqual(["DataDirLocked"])
+      // With the bus reachable, the refusal is also a cluster event.
+      const nc = await connect({ servers: nats.servers })
+      try {
+        const jsm = await jetstreamManager(nc)
+        const m = await jsm.streams.getMessage("EKV_EVENTS", { last_by_subj: "ekv.events.cluster.n1" })
+        expect(m?.json()).toMatchObject({
+          node: "n1",
+          kind: "refused-start",
+          code: "DataDirLocked",
+          cluster_id: "",
+        })
+      } finally {
+        await nc.close()
+      }
     } finally {
       first.kill("SIGKILL")
       await new Promise((res) => first.once("exit", res))
