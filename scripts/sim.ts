@@ -52,7 +52,7 @@ if (single !== undefined) {
       console.log(
         `  replay: node scripts/sim.ts --seed ${s}${nodes !== undefined ? ` --nodes ${nodes}` : ""}${steps !== undefined ? ` --steps ${steps}` : ""} --trace`,
       )
-      if (failures >= 20) break
+      if (failures >= (num("max-failures") ?? 20)) break
     }
     const now = performance.now()
     if (now - lastReport > 10_000) {

@@ -270,6 +270,7 @@ export class Simulation {
     for (this.step = 0; this.step < this.o.steps; this.step++) {
       this.event(true)
       this.check()
+      this.scheduledCrash()
     }
     this.heal()
     this.liveness()
@@ -332,7 +333,8 @@ export class Simulation {
 
   private chooseFault(): () => void {
     const r = this.rng.next()
-    if (r < 0.12) return () => this.crash()
+    if (r < 0.08) return () => this.crash()
+    if (r < 0.14) return () => this.bounce()
     if (r < 0.3) return () => this.restart()
     if (r < 0.37) return () => this.partition()
     if (r < 0.48) return () => this.healPartition()
@@ -570,6 +572,27 @@ export class Simulation {
     // Leaders are the interesting victims: half the time, crash the leader.
     const l = this.leader()
     this.crashNode(l !== null && this.rng.chance(0.5) ? l : this.rng.pick(live))
+  }
+
+  private leaderCrash: { id: NodeId; at: number } | null = null
+
+  private scheduledCrash(): void {
+    const c = this.leaderCrash
+    if (c === null || this.step < c.at) return
+    this.leaderCrash = null
+    const n = this.nodes.get(c.id)!
+    if (n.rn?.raft.role === Role.Leader) this.crashNode(n)
+  }
+
+  /** A process bounce: crash and restart at once, preferring a node in the middle of an election. */
+  private bounce(): void {
+    const live = this.live()
+    if (live.length === 0) return
+    const voting = live.filter((n) => n.rn!.raft.vote !== null && n.rn!.raft.lead === null)
+    const n = voting.length > 0 && this.rng.chance(0.7) ? this.rng.pick(voting) : this.rng.pick(live)
+    this.crashNode(n)
+    this.trace(`restart ${n.id}`)
+    this.start(n)
   }
 
   private crashNode(n: SimNode): void {
@@ -812,6 +835,9 @@ export class Simulation {
           n.leaderTermChecked = r.term
           this.trace(`leader ${n.id} term ${r.term}`)
           this.checkLeaderCompleteness(n)
+          // Cut some new leaders down mid-replication (the Figure 8 family of histories).
+          if (!this.healed && this.rng.chance(0.25))
+            this.leaderCrash = { id: n.id, at: this.step + 1 + this.rng.int(60) }
         }
       }
     }
