@@ -12,7 +12,7 @@
 import { sealHandover } from "@ekv/crypto"
 import type { EncryptionEventKind, EncryptionPayload, RejectionCode } from "@ekv/wire"
 import { Deferred, Effect } from "effect"
-import { type Purpose, planEntry } from "./entryPlan.ts"
+import { type Plan, type Purpose, planEntry } from "./entryPlan.ts"
 import {
   type ApplyError,
   KekMismatch,
@@ -283,47 +283,62 @@ const apply = (state: KeystoreState, input: DispatchInput): Effect.Effect<Dispat
       case "Control": {
         // Node-local checks first; none of them changes the verdict.
         const deks = new Map<number, Uint8Array>()
-        for (const c of plan.created)
-          deks.set(c.keyId, yield* unwrapWith(state.keks.current, c.keyId, c.purpose, c.wrapped))
-        let nextKek: KekProvider | undefined
-        if (plan.rewrap !== undefined) nextKek = yield* verifyRewrap(state, plan.rewrap)
-
-        let sidecar: Sidecar = plan.sidecar
-        const lines: Array<HandoverLine> = []
-        const exhausted: Array<number> = []
-        for (const c of plan.created) {
-          const { epoch, registered } = epochForCreatedDek({
-            index,
-            keyId: c.keyId,
-            batchEpoch: c.batchEpoch,
-            session,
-          })
-          if (epoch > MAX_EPOCH) {
-            exhausted.push(c.keyId)
-            continue
-          }
-          const key = sidecar.keys[String(c.keyId)]!
-          sidecar = {
-            ...sidecar,
-            keys: { ...sidecar.keys, [String(c.keyId)]: { ...key, local_epoch: epoch } },
-          }
-          lines.push({ key_id: c.keyId, purpose: c.purpose, local_epoch: epoch, registered })
-        }
-        const rec: RecordedOutcome = {
-          ...base,
-          outcome: "applied",
-          ...(session === undefined ? {} : { session_id: session.session_id, handover: lines }),
-          ...(exhausted.length > 0 ? { exhausted_key_ids: exhausted } : {}),
-        }
-        yield* state.store.write({ dropDeks: plan.dropDeks, putRows: plan.putRows, outcome: rec })
-        yield* persistSidecar(state, sidecar)
-        if (nextKek !== undefined) state.keks.current = nextKek
-        for (const id of plan.keyIds) state.generatedKeyIds.delete(id)
-        const handover = session === undefined ? undefined : seal(state, session, lines, deks)
-        for (const d of deks.values()) d.fill(0)
-        return fromRecord(rec, false, handover)
+        return yield* applyControl(state, input, plan, session, base, deks).pipe(
+          // Plaintext DEKs never outlive the apply, whatever happened.
+          Effect.ensuring(Effect.sync(() => deks.forEach((d) => d.fill(0)))),
+        )
       }
     }
+  })
+
+const applyControl = (
+  state: KeystoreState,
+  input: DispatchInput,
+  plan: Extract<Plan, { _tag: "Control" }>,
+  session: SessionRecord | undefined,
+  base: { index: number; kind: EncryptionEventKind; key_ids: Array<number> },
+  deks: Map<number, Uint8Array>,
+): Effect.Effect<DispatchOutcome, ApplyError> =>
+  Effect.gen(function* () {
+    const { index } = input
+    for (const c of plan.created)
+      deks.set(c.keyId, yield* unwrapWith(state.keks.current, c.keyId, c.purpose, c.wrapped))
+    let nextKek: KekProvider | undefined
+    if (plan.rewrap !== undefined) nextKek = yield* verifyRewrap(state, plan.rewrap)
+
+    let sidecar: Sidecar = plan.sidecar
+    const lines: Array<HandoverLine> = []
+    const exhausted: Array<number> = []
+    for (const c of plan.created) {
+      const { epoch, registered } = epochForCreatedDek({
+        index,
+        keyId: c.keyId,
+        batchEpoch: c.batchEpoch,
+        session,
+      })
+      if (epoch > MAX_EPOCH) {
+        exhausted.push(c.keyId)
+        continue
+      }
+      const key = sidecar.keys[String(c.keyId)]!
+      sidecar = {
+        ...sidecar,
+        keys: { ...sidecar.keys, [String(c.keyId)]: { ...key, local_epoch: epoch } },
+      }
+      lines.push({ key_id: c.keyId, purpose: c.purpose, local_epoch: epoch, registered })
+    }
+    const rec: RecordedOutcome = {
+      ...base,
+      outcome: "applied",
+      ...(session === undefined ? {} : { session_id: session.session_id, handover: lines }),
+      ...(exhausted.length > 0 ? { exhausted_key_ids: exhausted } : {}),
+    }
+    yield* state.store.write({ dropDeks: plan.dropDeks, putRows: plan.putRows, outcome: rec })
+    yield* persistSidecar(state, sidecar)
+    if (nextKek !== undefined) state.keks.current = nextKek
+    for (const id of plan.keyIds) state.generatedKeyIds.delete(id)
+    const handover = session === undefined ? undefined : seal(state, session, lines, deks)
+    return fromRecord(rec, false, handover)
   })
 
 /**
