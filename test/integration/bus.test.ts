@@ -2,6 +2,9 @@
 // every request gets exactly one reply, errors travel as CONTRACT §1 replies
 // and come back as the matching ApiError class.
 
+import { mkdtemp, rm, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { afterAll, describe, expect, layer } from "@effect/vitest"
 import {
   endpoint,
@@ -157,7 +160,7 @@ const errorOf = (m: Msg) => {
 }
 
 describe(`bus over nats-server (${fixture.mode})`, () => {
-  layer(TestLayer, { timeout: "60 seconds" })((it) => {
+  layer(TestLayer, { timeout: "60 seconds", excludeTestServices: true })((it) => {
     it.effect("answers typed requests with the caller's context", () =>
       Effect.gen(function* () {
         const a = yield* request("ekvtest.put", Put, PutReply, { key: "a", value: 1 }, { timeoutMs: 2_000 })
@@ -432,6 +435,83 @@ describe(`bus over nats-server (${fixture.mode})`, () => {
         )
         expect(text(reply.data)).toMatch(/^_INBOX\.tester\./)
       }),
+    )
+  })
+})
+
+// --- with CONTRACT §9-style permissions ----------------------------------------
+
+const authDir = await mkdtemp(join(tmpdir(), "ekv-bus-auth-"))
+const authConfig = join(authDir, "nats.conf")
+await writeFile(
+  authConfig,
+  `max_payload: 4MB
+authorization {
+  users = [
+    { user: "svc", password: "svc-pw", permissions: {
+        subscribe: { allow: ["ekvauth.>", "$SRV.>", "_INBOX.svc.>"] },
+        publish: { allow: ["$SRV.>", "_INBOX.svc.>"] },
+        allow_responses: true } }
+    { user: "operator", password: "op-pw", permissions: {
+        publish: { allow: ["ekvauth.>", "$SRV.>"] },
+        subscribe: { allow: ["_INBOX.operator.>"] } } }
+  ]
+}
+`,
+)
+const authFixture = await startNats({ configFile: authConfig })
+afterAll(async () => {
+  await authFixture.stop()
+  await rm(authDir, { recursive: true, force: true })
+})
+
+const authLogged: Array<string> = []
+const authLogger = Logger.make((o) => {
+  authLogged.push(JSON.stringify(Logger.formatStructured.log(o)))
+})
+
+const echo = (subject: string) =>
+  serveMicro({
+    name: "ekv-auth-test",
+    version: "0.1.0",
+    description: "permissions",
+    queue: "ekv-auth-test",
+    endpoints: [endpoint({ name: "echo", subject, request: Ok, reply: Ok, handler: Effect.succeed })],
+  })
+
+// Connections that live as long as the test's scope (Effect.provide(layer) would close them at once).
+const connectAs = (user: string, pass: string) =>
+  Layer.build(natsLayer({ servers: authFixture.servers, user, pass }))
+
+describe(`bus with per-user permissions (${authFixture.mode})`, () => {
+  layer(Logger.layer([authLogger]), { timeout: "60 seconds", excludeTestServices: true })((it) => {
+    it.effect("a user's requests come back through its own _INBOX.<user> prefix", () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const svc = yield* connectAs("svc", "svc-pw")
+          const operator = yield* connectAs("operator", "op-pw")
+          yield* echo("ekvauth.echo").pipe(Effect.provide(svc))
+          const reply = yield* request("ekvauth.echo", Ok, Ok, { ok: true }, { timeoutMs: 2_000 }).pipe(
+            Effect.provide(operator),
+          )
+          expect(reply).toEqual({ ok: true })
+        }),
+      ),
+    )
+
+    it.effect("a service whose subscription is denied stops and logs why", () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const svc = yield* connectAs("svc", "svc-pw")
+          yield* echo("ekvdenied.echo").pipe(Effect.provide(svc))
+          let found = false
+          for (let i = 0; i < 40 && !found; i++) {
+            yield* Effect.sleep("50 millis")
+            found = authLogged.some((l) => l.includes("micro service ekv-auth-test stopped"))
+          }
+          expect(found).toBe(true)
+        }),
+      ),
     )
   })
 })

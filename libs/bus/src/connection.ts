@@ -1,7 +1,7 @@
 // The NATS connection as a scoped service: opened when its layer is built,
 // drained (then closed) when the layer's scope closes.
 import { readFile } from "node:fs/promises"
-import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node"
+import { connect, credsAuthenticator, type NatsConnection, type Status } from "@nats-io/transport-node"
 import { Context, Data, Effect, Layer, type Scope } from "effect"
 
 export class Nats extends Context.Service<Nats, NatsConnection>()("ekv/Nats") {}
@@ -57,11 +57,52 @@ const nonEmpty = (s: string | undefined): string | undefined =>
 export const inboxPrefixFor = (options: NatsOptions): string | undefined =>
   options.inboxPrefix ?? (options.user === undefined ? undefined : `_INBOX.${options.user}`)
 
-/** Opens a connection; released by draining it (bounded), then closing. */
+/**
+ * Opens a connection; released by draining it (bounded), then closing. While
+ * open, its status events (disconnects, reconnects, async server errors such
+ * as permission violations, slow consumers) are logged.
+ */
 export const acquireNats = (
   options: NatsOptions,
 ): Effect.Effect<NatsConnection, NatsConnectError, Scope.Scope> =>
-  Effect.acquireRelease(open(options), (nc) => release(nc))
+  Effect.acquireRelease(open(options), (nc) => release(nc)).pipe(
+    Effect.tap((nc) => Effect.forkScoped(watchStatus(nc))),
+  )
+
+const watchStatus = (nc: NatsConnection): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const events = nc.status()[Symbol.asyncIterator]()
+    while (true) {
+      const next = yield* Effect.promise(() => events.next())
+      if (next.done === true) return
+      yield* logStatus(next.value)
+    }
+  })
+
+const logStatus = (s: Status): Effect.Effect<void> => {
+  switch (s.type) {
+    case "ping":
+      return Effect.void
+    case "disconnect":
+    case "staleConnection":
+      return Effect.logWarning(`nats ${s.type}`).pipe(
+        Effect.annotateLogs({ component: "bus", ...serverOf(s) }),
+      )
+    case "error":
+      return Effect.logWarning(`nats error: ${s.error.message}`).pipe(
+        Effect.annotateLogs({ component: "bus" }),
+      )
+    case "slowConsumer":
+      return Effect.logWarning("nats slow consumer").pipe(
+        Effect.annotateLogs({ component: "bus", subject: s.sub.getSubject(), pending: s.pending }),
+      )
+    default:
+      return Effect.logInfo(`nats ${s.type}`).pipe(Effect.annotateLogs({ component: "bus", ...serverOf(s) }))
+  }
+}
+
+const serverOf = (s: Status): { server?: string } =>
+  "server" in s && typeof s.server === "string" ? { server: s.server } : {}
 
 const open = (options: NatsOptions): Effect.Effect<NatsConnection, NatsConnectError> =>
   Effect.tryPromise({

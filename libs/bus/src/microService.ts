@@ -72,6 +72,7 @@ export const serveMicro = <R = never>(
   Effect.gen(function* () {
     const nc = yield* Nats
     const dispatcher = yield* makeDispatcher<R>(spec)
+    const stopping = false
     return yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
@@ -94,10 +95,22 @@ export const serveMicro = <R = never>(
                 },
               })
             }
+            // Once serveMicro returns, the server knows the subscriptions.
+            await nc.flush()
           } catch (e) {
             await srv.stop().catch(() => undefined)
             throw e
           }
+          // A subscription that dies (e.g. permission denied) stops the service; say so.
+          void srv.stopped.then((err) => {
+            if (err !== null && !stopping) {
+              dispatcher.background(
+                Effect.logError(`micro service ${spec.name} stopped: ${err.message}`).pipe(
+                  Effect.annotateLogs({ component: "bus", service: spec.name }),
+                ),
+              )
+            }
+          })
           return srv
         },
         catch: (cause) =>

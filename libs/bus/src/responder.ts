@@ -143,6 +143,8 @@ export interface DispatchOptions {
 /** Accepts messages from a NATS callback and runs them as bounded concurrent fibers. */
 export interface Dispatcher<R> {
   readonly dispatch: (label: string, process: Process<R>, msg: Msg) => void
+  /** Runs a side task (e.g. logging from a NATS callback) with the same context and lifetime. */
+  readonly background: (effect: Effect.Effect<void, never, R>) => void
   /** Waits (bounded by the grace period) for in-flight requests. */
   readonly settle: Effect.Effect<void>
 }
@@ -198,7 +200,10 @@ export const makeDispatcher = <R>(
     }
 
     const settle = FiberSet.awaitEmpty(set).pipe(Effect.timeoutOption(grace), Effect.asVoid)
-    return { dispatch, settle }
+    const background = (effect: Effect.Effect<void, never, R>): void => {
+      run(effect)
+    }
+    return { dispatch, background, settle }
   })
 
 const shedLoad = (label: string, msg: Msg): void => {

@@ -23,14 +23,24 @@ export const serveSubject = <Req, Rep, R = never>(
     const dispatcher = yield* makeDispatcher<R>(spec)
     const process = makeProcess(label, spec)
     return yield* Effect.acquireRelease(
-      Effect.try({
-        try: () =>
-          nc.subscribe(spec.subject, {
+      Effect.tryPromise({
+        try: async () => {
+          const sub = nc.subscribe(spec.subject, {
             ...(spec.queue === undefined ? {} : { queue: spec.queue }),
             callback: (err, msg) => {
               if (err === null) dispatcher.dispatch(label, process, msg)
+              else
+                dispatcher.background(
+                  Effect.logError(`subscription ${spec.subject} failed: ${err.message}`).pipe(
+                    Effect.annotateLogs({ component: "bus", subject: spec.subject }),
+                  ),
+                )
             },
-          }),
+          })
+          // Once serveSubject returns, the server knows the subscription.
+          await nc.flush()
+          return sub
+        },
         catch: (cause) =>
           new ServeError({ message: `cannot subscribe to ${spec.subject}: ${errorMessage(cause)}`, cause }),
       }),
