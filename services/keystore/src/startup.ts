@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto"
 import { closeSync, fsyncSync, linkSync, openSync, rmSync, writeSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fullNodeId } from "@ekv/crypto"
-import { Effect, type Scope } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import { type Applier, makeApplier, unwrapWith } from "./applier.ts"
 import { KekInvalid, KekMismatch, SidecarPresentWithoutFlag, type StartupError } from "./errors.ts"
 import { errorText, type KekProvider, type LoadedKeks, loadKek, readKekFile } from "./kekProvider.ts"
@@ -190,3 +190,9 @@ export const keystoreOptionsFromEnv = (
       nodeSecret,
     }
   })
+
+/** The open keystore as an Effect service (STYLE.md): built by `layer`, closed (lock released) with it. */
+export class KeystoreService extends Context.Service<KeystoreService, Keystore>()("ekv/Keystore") {
+  static readonly layer = (opts: KeystoreOptions): Layer.Layer<KeystoreService, StartupError> =>
+    Layer.effect(KeystoreService, openKeystore(opts))
+}

@@ -11,6 +11,7 @@ import {
   dek,
   dispatch,
   failure,
+  KEK,
   KEK2,
   N2,
   N3,
@@ -615,5 +616,27 @@ describe("sessions", () => {
 describe("fullNodeId sanity", () => {
   it("harness ids", () => {
     expect(SELF).toBe(fullNodeId("n1"))
+  })
+})
+
+describe("KeystoreService layer", () => {
+  it("opens with the layer and releases the directory lock when the layer closes", async () => {
+    const { Effect } = await import("effect")
+    const { KeystoreService } = await import("../../src/startup.ts")
+    const { localKekProvider } = await import("../../src/kekProvider.ts")
+    const dir = tempDir()
+    const opts = {
+      nodeId: "n1",
+      sidecarPath: join(dir, "keystore", "keys.json"),
+      encryptionEnabled: true,
+      keks: { current: localKekProvider(KEK), next: undefined },
+      nodeSecret: new Uint8Array(32),
+    }
+    const useIt = Effect.gen(function* () {
+      const ks = yield* KeystoreService
+      return ks.state.config.nodeId
+    }).pipe(Effect.provide(KeystoreService.layer(opts)))
+    expect(await Effect.runPromise(useIt)).toBe("n1")
+    expect(await Effect.runPromise(useIt)).toBe("n1")
   })
 })
