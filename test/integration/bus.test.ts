@@ -114,6 +114,14 @@ const service = serveMicro({
       handler: () => Effect.as(Deferred.await(slowGate), { ok: true }),
     }),
     endpoint({
+      name: "huge",
+      subject: "ekvtest.huge",
+      request: Empty,
+      reply: Schema.Struct({ s: Schema.String }),
+      // Over the server's 4 MiB max_payload: the reply cannot be sent as is.
+      handler: () => Effect.succeed({ s: "x".repeat(5 * 1024 * 1024) }),
+    }),
+    endpoint({
       name: "custom",
       subject: "ekvtest.custom",
       // A custom decoder (how the wire package's decoder plugs in).
@@ -280,7 +288,7 @@ describe(`bus over nats-server (${fixture.mode})`, () => {
         const info = JSON.parse(text((yield* raw("$SRV.INFO.ekv-test", "")).data))
         expect(info.description).toBe("bus integration test")
         const endpoints = info.endpoints as Array<{ name: string; subject: string; queue_group: string }>
-        expect(endpoints.map((e) => e.name).sort()).toEqual(["boom", "custom", "fail", "put", "slow"])
+        expect(endpoints.map((e) => e.name).sort()).toEqual(["boom", "custom", "fail", "huge", "put", "slow"])
         expect(endpoints.find((e) => e.name === "put")).toMatchObject({
           subject: "ekvtest.put",
           queue_group: "ekv-test",
@@ -310,6 +318,23 @@ describe(`bus over nats-server (${fixture.mode})`, () => {
         yield* Deferred.succeed(slowGate, undefined)
         const { Fiber } = yield* Effect.promise(() => import("effect"))
         expect(yield* Fiber.join(pending)).toEqual({ ok: true })
+      }),
+    )
+
+    it.effect("a reply over max_payload becomes Internal instead of silence", () =>
+      Effect.gen(function* () {
+        const e = yield* Effect.flip(request("ekvtest.huge", Empty, Ok, {}, { timeoutMs: 2_000 }))
+        expect(e).toBeInstanceOf(ApiError.Internal)
+        expect(e.details?.id).toBeTypeOf("string")
+      }),
+    )
+
+    it.effect("a request over max_payload is InvalidArgument", () =>
+      Effect.gen(function* () {
+        const e = yield* Effect.flip(
+          requestBytes("ekvtest.put", new Uint8Array(5 * 1024 * 1024), { timeoutMs: 2_000 }),
+        )
+        expect(e).toBeInstanceOf(ApiError.InvalidArgument)
       }),
     )
 

@@ -34,6 +34,13 @@ export const requestFailure = (subject: string, cause: unknown): ApiError.ApiErr
       details: { subject, reason: "Timeout" },
     })
   }
+  if (cause instanceof natsErrors.InvalidArgumentError) {
+    // e.g. a body over the server's max_payload: nothing was sent.
+    return new ApiError.InvalidArgument({
+      message: `request on ${subject}: ${cause.message}`,
+      details: { subject },
+    })
+  }
   if (cause instanceof natsErrors.PermissionViolationError) {
     return new ApiError.Internal({
       message: `not permitted: ${cause.message}`,

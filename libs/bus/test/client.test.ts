@@ -18,6 +18,11 @@ describe("requestFailure", () => {
     expect(requestFailure("s", new errors.ClosedConnectionError())._tag).toBe("Unavailable")
   })
 
+  it("maps a rejected payload (over max_payload) to InvalidArgument", () => {
+    const e = errors.InvalidArgumentError.format("payload", "max_payload size exceeded")
+    expect(requestFailure("s", e)._tag).toBe("InvalidArgument")
+  })
+
   it("maps a permission violation to Internal (a deployment bug, not retryable)", () => {
     const e = new errors.PermissionViolationError("denied", "publish", "ekv.internal.x")
     expect(requestFailure("ekv.internal.x", e)).toMatchObject({
