@@ -72,7 +72,6 @@ export const serveMicro = <R = never>(
   Effect.gen(function* () {
     const nc = yield* Nats
     const dispatcher = yield* makeDispatcher<R>(spec)
-    const stopping = false
     return yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
@@ -101,9 +100,10 @@ export const serveMicro = <R = never>(
             await srv.stop().catch(() => undefined)
             throw e
           }
-          // A subscription that dies (e.g. permission denied) stops the service; say so.
+          // A subscription that dies (e.g. permission denied) stops the service with
+          // an error; say so. Our own stop() resolves with null.
           void srv.stopped.then((err) => {
-            if (err !== null && !stopping) {
+            if (err !== null) {
               dispatcher.background(
                 Effect.logError(`micro service ${spec.name} stopped: ${err.message}`).pipe(
                   Effect.annotateLogs({ component: "bus", service: spec.name }),
