@@ -10,6 +10,7 @@ import type { KekProvider } from "./kekProvider.ts"
 import { appliedIndex, type KeystoreState, persistSidecar } from "./keystoreState.ts"
 import type { RegistryEntry } from "./registryStore.ts"
 import { SIDECAR_VERSION, type Sidecar, type SidecarKey, sidecarInvariantViolation } from "./sidecarFile.ts"
+import { nodeId16Of } from "./writerRegistry.ts"
 
 const Int = Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
 const KeyIdNum = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
@@ -295,4 +296,27 @@ export const sidecarState = (
       latest_applied_index: yield* appliedIndex(state),
       writer_registry_for_caller: forCaller,
     }
+  })
+
+/**
+ * Active DEKs whose sidecar epoch is below this node's own registry row: the
+ * SPEC.md §7 LocalEpochRollback condition, reported for consensus to refuse on.
+ */
+export const epochsBelowRegistry = (state: KeystoreState): Effect.Effect<Array<number>, RegistryFailed> =>
+  Effect.gen(function* () {
+    const out: Array<number> = []
+    const s = state.sidecar
+    for (const id of new Set([s.active.storage, s.active.raft])) {
+      if (id === 0) continue
+      const row = yield* state.store.row(id, nodeId16Of(state.config.fullNodeId))
+      const local = s.keys[String(id)]?.local_epoch ?? 0
+      if (
+        row !== undefined &&
+        row.full_node_id === state.config.fullNodeId &&
+        local < row.last_seen_local_epoch
+      ) {
+        out.push(id)
+      }
+    }
+    return out
   })

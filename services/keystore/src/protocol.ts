@@ -90,7 +90,12 @@ export const LivenessReply = Schema.Struct({
   encryption_capable: Schema.Boolean,
   /** Highest encryption entry index this keystore reflects. */
   applied_index: Int,
+  /** The sidecar's last 0x04/0x05 index (consensus: SidecarBehind/AheadOfRaftLog, SPEC.md §7). */
   raft_applied_index: Int,
+  /** The sidecar's c (consensus: EnvelopeCutoverDivergence). */
+  raft_envelope_cutover_index: Int,
+  /** Active DEKs whose local epoch is below this node's registry row (consensus: LocalEpochRollback). */
+  epoch_below_registry_key_ids: Schema.Array(KeyIdNum),
 })
 
 /** `export`: the encryption state for a snapshot (SPEC.md §4.6). */

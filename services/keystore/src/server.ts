@@ -23,7 +23,14 @@ import {
 } from "@ekv/wire"
 import { Effect, Result, Schedule, Schema, type Scope, Semaphore } from "effect"
 import type { DispatchOutcome } from "./applier.ts"
-import { capabilityReport, exportState, generateDeks, restoreState, sidecarState } from "./encryptionState.ts"
+import {
+  capabilityReport,
+  epochsBelowRegistry,
+  exportState,
+  generateDeks,
+  restoreState,
+  sidecarState,
+} from "./encryptionState.ts"
 import type { KeystoreMetrics } from "./keystoreMetrics.ts"
 import { appliedIndex } from "./keystoreState.ts"
 import {
@@ -245,12 +252,14 @@ export const serveKeystore = (
       request: LivenessRequest,
       reply: LivenessReply,
       handler: () =>
-        appliedIndex(state).pipe(
-          Effect.map((applied) => ({
+        Effect.all([appliedIndex(state), epochsBelowRegistry(state)]).pipe(
+          Effect.map(([applied, below]) => ({
             ready: true,
             encryption_capable: capability().encryption_capable,
             applied_index: applied,
             raft_applied_index: state.sidecar.raft_applied_index,
+            raft_envelope_cutover_index: state.sidecar.raft_envelope_cutover_index,
+            epoch_below_registry_key_ids: below,
           })),
           Effect.mapError((e) => halted(e)),
         ),

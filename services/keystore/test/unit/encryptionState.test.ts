@@ -3,6 +3,7 @@ import { Result } from "effect"
 import { describe, expect, it } from "vitest"
 import {
   capabilityReport,
+  epochsBelowRegistry,
   exportState,
   generateDeks,
   restoreState,
@@ -241,6 +242,17 @@ describe("capability and sidecar-state", () => {
       writer_registry_for_caller: { [R]: 0, 503: 2 },
     })
     expect((await run(sidecarState(o.ks.state, undefined))).writer_registry_for_caller).toEqual({})
+    await o.close()
+  })
+})
+
+describe("epochsBelowRegistry (SPEC §7 LocalEpochRollback, for consensus)", () => {
+  it("reports an active DEK whose local epoch is below this node's own row", async () => {
+    const o = await openAt(tempDir())
+    await dispatch(o, 1, 0, bootstrap(S, R, [{ full_node_id: SELF, local_epoch: 2 }]))
+    expect(await run(epochsBelowRegistry(o.ks.state))).toEqual([])
+    await dispatch(o, 2, 1, registration(S, SELF, 9))
+    expect(await run(epochsBelowRegistry(o.ks.state))).toEqual([S])
     await o.close()
   })
 })
