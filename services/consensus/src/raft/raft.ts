@@ -404,8 +404,7 @@ export class Raft {
     if (this.removedSelf) {
       this.removedSelf = false
       if (this.role === Role.Leader) {
-        // Let the others learn the removal is committed, then hand over.
-        this.bcastAppend()
+        // The commit that removed us was broadcast already; hand over.
         const to = this.bestTransferTarget()
         if (to !== null) this.sendTimeoutNow(to)
         this.becomeFollower(this.term, null)

@@ -26,7 +26,7 @@ export class ReadOnly {
 
   /** Registers a request; returns false if one with the same key is already pending. */
   add(from: NodeId, ctx: string, index: number): ReadRequest | null {
-    const key = `${from}\u0000${ctx}`
+    const key = `${from.length}:${from}:${ctx}`
     if (this.pending.has(key)) return null
     const req: ReadRequest = { key, from, ctx, index, acks: new Set() }
     this.pending.set(key, req)

@@ -880,7 +880,7 @@ export const optionsForSeed = (seed: number, over: Partial<SimOptions> = {}): Si
     seed,
     nodes: p.chance(0.5) ? 3 : 5,
     learner: p.chance(0.3),
-    steps: 1500,
+    steps: 4000,
     trace: false,
     livenessTicks: 600,
     ...over,
