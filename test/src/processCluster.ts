@@ -162,18 +162,22 @@ export class ProcessCluster {
     return p
   }
 
-  /** Sends `signal` (default SIGKILL) and waits for the exit. */
-  async kill(node: string, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+  /** Sends `signal` (default SIGKILL) and waits for the exit (null when it was not running). */
+  async kill(
+    node: string,
+    signal: NodeJS.Signals = "SIGKILL",
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null } | null> {
     const p = this.procs.get(node)
-    if (p === undefined) return
+    if (p === undefined) return null
     p.child.kill(signal)
     const timer = setTimeout(() => p.child.kill("SIGKILL"), 10_000)
-    await p.exited
+    const exit = await p.exited
     clearTimeout(timer)
+    return exit
   }
 
   /** SIGTERM: a clean shutdown. */
-  stop(node: string): Promise<void> {
+  stop(node: string) {
     return this.kill(node, "SIGTERM")
   }
 
