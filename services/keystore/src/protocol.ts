@@ -8,6 +8,7 @@ import {
   FullNodeId,
   KeyIdString,
   LocalEpoch,
+  NodeId,
   RejectionCodeSchema,
   SessionId,
 } from "@ekv/wire"
@@ -116,3 +117,24 @@ export const GenerateDekReply = Schema.Struct({
 
 /** `sidecar-state`: this keystore's SidecarStateReport (CONTRACT.md §3). */
 export const SidecarStateRequest = Schema.Struct({ caller_full_node_id: Schema.optional(FullNodeId) })
+
+/** `resync` (from the admin service, SPEC.md §5): the leader to read from. */
+export const ResyncRequest = Schema.Struct({ leader: NodeId })
+export const ResyncReply = Schema.Struct({
+  node: NodeId,
+  mode: Schema.Literals(["log-replay", "full-state"]),
+  raft_applied_index: Int,
+})
+
+/**
+ * What resync reads from the leader's consensus (proposed shapes for
+ * `<p>.internal.<leader>.admin.log.entries` / `.state`): committed encryption
+ * entries after an index, or — once compacted past — its keystore's export.
+ */
+export const LogEntriesRequest = Schema.Struct({ after: Int })
+export const LogEntriesReply = Schema.Struct({
+  compacted: Schema.Boolean,
+  entries: Schema.Array(Schema.Struct({ index: Int, prev_encryption_index: Int, entry: Bytes })),
+})
+export const LogStateRequest = Schema.Struct({})
+export const LogStateReply = EncryptionStateExport

@@ -5,8 +5,9 @@
 import {
   endpoint,
   ensureStream,
-  type Nats,
+  Nats,
   publishDeduped,
+  request,
   type ServeError,
   serveMicro,
   serveSubject,
@@ -42,12 +43,19 @@ import {
   GenerateDekRequest,
   LivenessReply,
   LivenessRequest,
+  LogEntriesReply,
+  LogEntriesRequest,
+  LogStateReply,
+  LogStateRequest,
   RestoreReply,
   RestoreRequest,
+  ResyncReply,
+  ResyncRequest,
   SessionReply,
   SessionRequest,
   SidecarStateRequest,
 } from "./protocol.ts"
+import { ResyncFailed, type ResyncSource, resync } from "./resync.ts"
 import { openSession } from "./session.ts"
 import type { Keystore } from "./startup.ts"
 
@@ -314,6 +322,46 @@ export const serveKeystore = (
           Effect.mapError((e) => halted(e)),
           Effect.flatMap((fields) => asReply(SidecarStateReport, fields)),
         ),
+    })
+
+    yield* serveSubject({
+      subject: sub.resync,
+      request: ResyncRequest,
+      reply: ResyncReply,
+      maxConcurrent: 1,
+      handler: (req) =>
+        Effect.gen(function* () {
+          const nc = yield* Nats
+          const log = opts.subjects.internal(req.leader).admin.log
+          const timeoutMs = 30_000
+          const source: ResyncSource = {
+            entriesAfter: (after) =>
+              request(log.op("entries"), LogEntriesRequest, LogEntriesReply, { after }, { timeoutMs }).pipe(
+                Effect.provideService(Nats, nc),
+                Effect.map((r) =>
+                  r.compacted
+                    ? ("compacted" as const)
+                    : r.entries.map((e) => ({
+                        index: e.index,
+                        prevEncryptionIndex: e.prev_encryption_index,
+                        entry: e.entry,
+                      })),
+                ),
+                Effect.mapError((e) => new ResyncFailed({ message: `leader ${req.leader}: ${e.message}` })),
+              ),
+            fullState: request(log.op("state"), LogStateRequest, LogStateReply, {}, { timeoutMs }).pipe(
+              Effect.provideService(Nats, nc),
+              Effect.mapError((e) => new ResyncFailed({ message: `leader ${req.leader}: ${e.message}` })),
+            ),
+          }
+          const r = yield* resync(ks, source).pipe(
+            Effect.mapError((e) =>
+              e._tag === "ResyncFailed" ? new ApiError.Unavailable({ message: e.message }) : halted(e),
+            ),
+          )
+          opts.metrics?.refresh(state)
+          return { node, mode: r.mode, raft_applied_index: r.raftAppliedIndex }
+        }),
     })
 
     yield* serveMicro({

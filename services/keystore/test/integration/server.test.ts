@@ -2,7 +2,7 @@
 // (micro), session, generate-dek, dispatch with hand-over and replay, Halted
 // errors for node-local failures, and one event per applied index.
 
-import { acquireNats, Nats, request } from "@ekv/bus"
+import { acquireNats, Nats, request, serveSubject } from "@ekv/bus"
 import { generateHandoverKeyPair, openHandover } from "@ekv/crypto"
 import { type NatsFixture, startNats } from "@ekv/test"
 import {
@@ -16,16 +16,23 @@ import {
 import { jetstreamManager } from "@nats-io/jetstream"
 import { Effect, Exit, Result, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { exportState } from "../../src/encryptionState.ts"
 import {
   DispatchReply,
   DispatchRequest,
   GenerateDekReply,
   GenerateDekRequest,
+  LogEntriesReply,
+  LogEntriesRequest,
+  LogStateReply,
+  LogStateRequest,
+  ResyncReply,
+  ResyncRequest,
   SessionReply,
   SessionRequest,
 } from "../../src/protocol.ts"
 import { serveKeystore } from "../../src/server.ts"
-import { KEK2, N2, NODE, openAt, SECRET, SELF, tempDir, wrap } from "../unit/harness.ts"
+import { KEK, KEK2, N2, NODE, openAt, SECRET, SELF, tempDir, wrap } from "../unit/harness.ts"
 
 const S = subjects("ekv")
 const ks = S.internal(NODE).keystore
@@ -220,6 +227,106 @@ describe("keystore over NATS", () => {
     } finally {
       await Effect.runPromise(Scope.close(scope, Exit.void))
       await o.close()
+    }
+  })
+
+  it("resync: log-replay from the leader's entries, full-state once compacted", async () => {
+    const leader = await openAt(tempDir())
+    const entries = [
+      {
+        index: 2,
+        prev: 0,
+        payload: {
+          tag: 0x04,
+          bootstrap: {
+            storage: { key_id: 61, wrapped: wrap(KEK, new Uint8Array(32).fill(1), "storage", 61) },
+            raft: { key_id: 62, wrapped: wrap(KEK, new Uint8Array(32).fill(2), "raft", 62) },
+            writers: [{ full_node_id: SELF, local_epoch: 0 }],
+          },
+        },
+      },
+      {
+        index: 4,
+        prev: 2,
+        payload: { tag: 0x03, registration: { dek_id: 61, full_node_id: N2, local_epoch: 3 } },
+      },
+    ]
+    for (const e of entries) {
+      await Effect.runPromise(
+        leader.ks.applier.dispatch({
+          index: e.index,
+          prevEncryptionIndex: e.prev,
+          payload: e.payload as never,
+          session: undefined,
+        }),
+      )
+    }
+    const compactedBelow = 0
+    const scope = Scope.makeUnsafe()
+    const run = <A, E>(e: Effect.Effect<A, E, Nats | Scope.Scope>) =>
+      Effect.runPromise(
+        Effect.gen(function* () {
+          const nc = yield* acquireNats({ servers: nats.servers })
+          return yield* e.pipe(Effect.provideService(Nats, nc))
+        }).pipe(Scope.provide(scope)),
+      )
+    const follower = await openAt(tempDir())
+    try {
+      const log = S.internal("n9").admin.log
+      await run(
+        serveSubject({
+          subject: log.op("entries"),
+          request: LogEntriesRequest,
+          reply: LogEntriesReply,
+          handler: (req) =>
+            Effect.succeed(
+              req.after < compactedBelow
+                ? { compacted: true, entries: [] }
+                : {
+                    compacted: false,
+                    entries: entries
+                      .filter((e) => e.index > req.after)
+                      .map((e) => ({
+                        index: e.index,
+                        prev_encryption_index: e.prev,
+                        entry: encodeEntry(e.payload as unknown as EntryPayload),
+                      })),
+                  },
+            ),
+        }),
+      )
+      await run(
+        serveSubject({
+          subject: log.op("state"),
+          request: LogStateRequest,
+          reply: LogStateReply,
+          handler: () => exportState(leader.ks.state).pipe(Effect.orDie),
+        }),
+      )
+      await run(serveKeystore(follower.ks, { subjects: S, buildSha: "test", version: "0.0.0" }))
+      const r1 = await run(request(ks.resync, ResyncRequest, ResyncReply, { leader: "n9" as never }, opts))
+      expect(r1).toEqual({ node: NODE, mode: "log-replay", raft_applied_index: 2 })
+      expect((await run(follower.ks.state.store.row(61, Number(N2 & 0xffffn))))?.last_seen_local_epoch).toBe(
+        3,
+      )
+
+      const fresh = await openAt(tempDir())
+      const { resync } = await import("../../src/resync.ts")
+      const { ResyncFailed } = await import("../../src/resync.ts")
+      const r2 = await Effect.runPromise(
+        resync(fresh.ks, {
+          entriesAfter: () => Effect.succeed("compacted" as const),
+          fullState: exportState(leader.ks.state).pipe(
+            Effect.mapError((e) => new ResyncFailed({ message: e.message })),
+          ),
+        }),
+      )
+      expect(r2.mode).toBe("full-state")
+      await fresh.close()
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await follower.close()
+      await leader.close()
     }
   })
 })
