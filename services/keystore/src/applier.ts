@@ -285,7 +285,11 @@ const apply = (state: KeystoreState, input: DispatchInput): Effect.Effect<Dispat
         const deks = new Map<number, Uint8Array>()
         return yield* applyControl(state, input, plan, session, base, deks).pipe(
           // Plaintext DEKs never outlive the apply, whatever happened.
-          Effect.ensuring(Effect.sync(() => deks.forEach((d) => d.fill(0)))),
+          Effect.ensuring(
+            Effect.sync(() => {
+              for (const d of deks.values()) d.fill(0)
+            }),
+          ),
         )
       }
     }
