@@ -74,6 +74,23 @@ const integrity = (e: OpenFailure) =>
     details: { key: e.key, version: e.version, reason: e.reason },
   })
 
+/** Local read failures of the state machine as CONTRACT §1 errors. */
+const readError = (e: unknown): unknown => {
+  if (e instanceof OpenFailure) return integrity(e)
+  const tag = (e as { _tag?: unknown } | null)?._tag
+  if (tag === "StoreUnavailable" || tag === "IncompleteInstall" || tag === "VersionCompacted")
+    return new ApiError.Unavailable({
+      message: `local state is not readable right now: ${(e as Error).message}`,
+      details: { reason: String(tag) },
+    })
+  if (tag === "ValueHeaderError" || tag === "CorruptRecord")
+    return new ApiError.IntegrityError({
+      message: (e as Error).message,
+      details: { reason: String(tag) },
+    })
+  return e
+}
+
 const rejectedWrite = (o: EntryOutcome) =>
   new ApiError.Internal({
     message: `the write was rejected at apply (${o.kind === "rejected" ? o.code : "?"})`,
@@ -167,19 +184,26 @@ export class KvHandlers {
   }
 
   private async getLocal(key: string): Promise<KvGetReply> {
-    this.requireNotHalted()
-    const r = await this.c.node.store.get(key)
-    if (!r.found) return { found: false }
     try {
+      this.requireNotHalted()
+      const r = await this.c.node.store.get(key)
+      if (!r.found) return { found: false }
       return { found: true, value: this.c.sealer.open(r), version: r.version as RaftIndex }
     } catch (e) {
-      if (e instanceof OpenFailure) throw integrity(e)
-      throw e
+      throw readError(e)
     }
   }
 
   private async scanLocal(req: Req<"scan">): Promise<KvScanReply> {
-    this.requireNotHalted()
+    try {
+      this.requireNotHalted()
+      return await this.scanStore(req)
+    } catch (e) {
+      throw readError(e)
+    }
+  }
+
+  private async scanStore(req: Req<"scan">): Promise<KvScanReply> {
     const r = await this.c.node.store.scan({
       ...(req.prefix === undefined ? {} : { prefix: req.prefix }),
       ...(req.after === undefined ? {} : { after: req.after }),
@@ -190,13 +214,7 @@ export class KvHandlers {
     let more = r.more
     let size = 32
     for (const v of r.items) {
-      let value: Uint8Array
-      try {
-        value = this.c.sealer.open(v)
-      } catch (e) {
-        if (e instanceof OpenFailure) throw integrity(e)
-        throw e
-      }
+      const value = this.c.sealer.open(v)
       // JSON size of the item: escaped key, base64 value, field names.
       const cost = JSON.stringify(v.key).length + Math.ceil(value.length / 3) * 4 + 48
       if (items.length > 0 && size + cost > MAX_REQUEST_BYTES) {

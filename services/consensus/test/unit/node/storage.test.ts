@@ -1,0 +1,115 @@
+import * as fs from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
+import { encodeEntry, Tag } from "@ekv/wire"
+import { afterEach, describe, expect, it } from "vitest"
+import { Applier } from "../../../src/fsm/applier.ts"
+import { keystoreUnavailableDispatcher } from "../../../src/fsm/encryptionDispatcher.ts"
+import { noFaults } from "../../../src/fsm/halt.ts"
+import { cleartextSealer } from "../../../src/fsm/valueSealer.ts"
+import { openStorage, RefuseStart, snapshotMark, toStored } from "../../../src/node/storage.ts"
+import type { Entry } from "../../../src/raft/mod.ts"
+
+const dirs: string[] = []
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await fs.rm(d, { recursive: true, force: true })
+})
+
+const layout = async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ekv-storage-"))
+  dirs.push(dir)
+  const stateDir = path.join(dir, "consensus", "state")
+  return {
+    nodeId: "n1",
+    peers: ["n1", "n2", "n3"],
+    raftDir: path.join(dir, "consensus", "raft"),
+    stateDir,
+    snapshotDir: path.join(stateDir, "snapshots"),
+  }
+}
+
+const put = (index: number, key: string): Entry => ({
+  index,
+  term: 1,
+  type: "Normal",
+  data: encodeEntry({ tag: Tag.KvOp, op: { op: "put", key, value: new TextEncoder().encode(key) } }),
+})
+
+const applierOf = (s: Awaited<ReturnType<typeof openStorage>>) =>
+  new Applier(s.sm, { sealer: cleartextSealer, dispatcher: keystoreUnavailableDispatcher, faults: noFaults })
+
+describe("node storage", () => {
+  it("bootstraps a founding member once, starts a non-member empty, and reloads after a restart", async () => {
+    const o = await layout()
+    const s1 = await openStorage(o)
+    expect(s1.bootstrapped).toBe(true)
+    expect(s1.persisted.entries.map((e) => e.type)).toEqual(["ConfChange"])
+    await s1.sm.close()
+    await s1.log.close()
+    const s2 = await openStorage(o)
+    expect(s2.bootstrapped).toBe(false)
+    expect(s2.persisted.entries.length).toBe(1)
+    expect(s2.persisted.hardState.term).toBe(1)
+    await s2.sm.close()
+    await s2.log.close()
+
+    const joiner = await openStorage({ ...(await layout()), nodeId: "n4" })
+    expect(joiner.bootstrapped).toBe(false)
+    expect(joiner.persisted.entries.length).toBe(0)
+    expect(joiner.persisted.hardState.term).toBe(0)
+    await joiner.sm.close()
+    await joiner.log.close()
+  })
+
+  it("refuses a second opener with DataDirLocked", async () => {
+    const o = await layout()
+    const s = await openStorage(o)
+    await expect(openStorage(o)).rejects.toMatchObject({ code: "DataDirLocked" })
+    await expect(openStorage(o)).rejects.toBeInstanceOf(RefuseStart)
+    await s.sm.close()
+    await s.log.close()
+  })
+
+  it("re-installs the snapshot file when the state machine is behind the log's snapshot mark", async () => {
+    const o = await layout()
+    const s = await openStorage(o)
+    const entries = [put(2, "a"), put(3, "b"), put(4, "c")]
+    await s.log.persist({ entries: entries.map(toStored), hardState: { term: 1, vote: null, commit: 4 } })
+    const applier = applierOf(s)
+    await applier.apply(s.persisted.entries)
+    await applier.apply(entries)
+    const exp = await s.sm.exportSnapshot(o.snapshotDir)
+    expect(exp.index).toBe(4)
+    await s.log.persist({ snapshot: snapshotMark(4, 1, applier.membership) })
+    await s.sm.close()
+    await s.log.close()
+    // The state machine loses everything (as after a crash before its writes reached the disk).
+    await fs.rm(path.join(o.stateDir, "db"), { recursive: true, force: true })
+
+    const again = await openStorage(o)
+    expect(again.sm.appliedIndex()).toBe(4)
+    expect(again.persisted.applied).toBe(4)
+    expect(again.persisted.snapshotMeta).toEqual({
+      index: 4,
+      term: 1,
+      confState: { voters: ["n1", "n2", "n3"], learners: [] },
+    })
+    expect(again.persisted.entries.length).toBe(0)
+    expect(again.replayEntries).toBe(0)
+    const r = await again.sm.get("b")
+    expect(r.found).toBe(true)
+    await again.sm.close()
+    await again.log.close()
+  })
+
+  it("refuses to start when the state machine is beyond the log", async () => {
+    const o = await layout()
+    const s = await openStorage(o)
+    const applier = applierOf(s)
+    await applier.apply(s.persisted.entries)
+    await applier.apply([put(2, "a")])
+    await s.sm.close()
+    await s.log.close()
+    await expect(openStorage(o)).rejects.toMatchObject({ code: "CorruptLog" })
+  })
+})
