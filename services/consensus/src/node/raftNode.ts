@@ -192,6 +192,8 @@ export class RaftNode {
       this.kick()
     }, tickMs)
     this.loopDone = this.loop()
+    this.metrics.applyHalted.set(0)
+    this.metrics.appliedIndex.set(this.applier.appliedIndex)
     this.updateMetrics()
     this.kick()
   }
