@@ -400,7 +400,13 @@ export const makeApplier = (state: KeystoreState): Applier => {
         if (pending !== undefined) return Deferred.await(pending)
         const d = Deferred.makeUnsafe<DispatchOutcome, ApplyError>()
         inFlight.set(input.index, d)
-        return state.lock.withPermit(apply(state, input)).pipe(
+        // Index order: the previous encryption entry, if still queued or in
+        // progress, goes first (whatever its result), so a reordered arrival
+        // is not mistaken for a keystore behind the log.
+        const before = inFlight.get(input.prevEncryptionIndex)
+        const waitBefore = before === undefined ? Effect.void : Effect.ignore(Deferred.await(before))
+        return waitBefore.pipe(
+          Effect.andThen(state.lock.withPermit(apply(state, input))),
           Effect.exit,
           Effect.flatMap((exit) =>
             Effect.sync(() => {

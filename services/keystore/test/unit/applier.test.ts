@@ -640,3 +640,22 @@ describe("KeystoreService layer", () => {
     expect(await Effect.runPromise(useIt)).toBe("n1")
   })
 })
+
+describe("applier: order", () => {
+  it("an entry arriving while its predecessor is still in progress waits for it", async () => {
+    const o = await openAt(tempDir())
+    const { Effect } = await import("effect")
+    const first = Effect.runPromise(
+      o.ks.applier.dispatch({
+        index: 1,
+        prevEncryptionIndex: 0,
+        payload: bootstrap(S, R, []),
+        session: undefined,
+      }),
+    )
+    const second = dispatch(o, 2, 1, registration(S, N2, 0))
+    expect(await first).toMatchObject({ status: "applied" })
+    expect(await second).toMatchObject({ outcome: "inserted" })
+    await o.close()
+  })
+})
