@@ -332,6 +332,12 @@ export class Raft {
     this.finish()
   }
 
+  /** The driver dropped the committed entries it was handed beyond `applied` (a halt): hand them out again. */
+  rewindApply(): void {
+    if (this.log.pendingSnapshot === null) this.log.applying = this.log.applied
+    this.finish()
+  }
+
   compact(index: number, confState: SnapshotMeta["confState"]): void {
     const term = this.log.term(index)
     if (index <= this.log.snapshot.index) return

@@ -39,6 +39,12 @@ export interface Ready {
   readonly hardState: HardState | null
   /** Persist, first deleting stored entries with index ≥ entries[0].index. */
   readonly entries: readonly Entry[]
+  /**
+   * Non-null when `entries` replace entries this node already persisted (a new
+   * leader overwrote an uncommitted suffix): stored entries from this index on
+   * must go. (Deleting from entries[0].index is always right; this says when it matters.)
+   */
+  readonly truncateFrom: number | null
   /** Install when non-null (see above); the core counts it installed at advance(). */
   readonly snapshot: Snapshot | null
   /** Send after persisting. */
@@ -83,11 +89,14 @@ export class RawNode {
   private prevHardState: HardState
   private prevSoftState: SoftState
   private outstanding: Ready | null = null
+  /** Highest log index the driver has persisted, as far as the Readies it acknowledged tell. */
+  private persistedLast: number
 
   constructor(opts: RawNodeOptions) {
     this.raft = new Raft(opts)
     this.prevHardState = opts.storage.hardState
     this.prevSoftState = this.raft.softState()
+    this.persistedLast = this.raft.log.lastIndex()
   }
 
   get id(): NodeId {
@@ -129,6 +138,14 @@ export class RawNode {
   /** The state machine durably applied everything through `index` (apply may lag commit). */
   appliedTo(index: number): void {
     this.raft.appliedTo(index)
+  }
+
+  /**
+   * Forget that committed entries after `applied` were handed out, so the next
+   * Readies carry them again (a halted node resuming at its first unapplied entry, SPEC §2.2).
+   */
+  rewindApply(): void {
+    this.raft.rewindApply()
   }
 
   /** The driver took a snapshot at `index` (≤ applied) whose configuration is `confState`: drop the log up to it. */
@@ -178,6 +195,11 @@ export class RawNode {
     const rd: Ready = {
       hardState,
       entries,
+      // (A snapshot in the same Ready replaces the whole stored log first.)
+      truncateFrom:
+        entries.length > 0 && entries[0]!.index <= (snapshot?.meta.index ?? this.persistedLast)
+          ? entries[0]!.index
+          : null,
       snapshot,
       messages: r.msgs,
       committedEntries,
@@ -202,9 +224,15 @@ export class RawNode {
       throw new Error("raft: advance() with a Ready that is not the outstanding one")
     this.outstanding = null
     if (rd.hardState !== null) this.prevHardState = rd.hardState
-    if (rd.snapshot !== null) this.raft.snapshotInstalled(rd.snapshot.meta)
+    if (rd.snapshot !== null) {
+      this.raft.snapshotInstalled(rd.snapshot.meta)
+      this.persistedLast = rd.snapshot.meta.index
+    }
     const last = rd.entries[rd.entries.length - 1]
-    if (last !== undefined) this.raft.stableTo(last.index, last.term)
+    if (last !== undefined) {
+      this.persistedLast = last.index
+      this.raft.stableTo(last.index, last.term)
+    }
   }
 
   status(): Status {

@@ -93,6 +93,7 @@ class SimNode {
   applyQueue: Entry[] = []
   halted = false
   haltUntil = 0
+  restartAt = 0
   /** Volatile checker bookkeeping. */
   recordedCommit = 0
   leaderTermChecked = -1
@@ -386,7 +387,13 @@ export class Simulation {
     )
     const d = n.durable
     if (rd.snapshot !== null) this.installSnapshot(n, rd.snapshot)
-    if (rd.entries.length > 0) this.persistEntries(n, rd.entries)
+    if (rd.entries.length > 0) {
+      const stored = d.snapshot.meta.index + d.entries.length
+      const first = rd.entries[0]!.index
+      if (rd.truncateFrom !== (first <= stored ? first : null))
+        this.fail(`${n.id}: truncateFrom ${rd.truncateFrom} with entries from ${first} over ${stored} stored`)
+      this.persistEntries(n, rd.entries)
+    }
     if (rd.hardState !== null) d.hardState = rd.hardState
     // A crash between the fsync and the sends.
     if (!this.healed && this.rng.chance(0.002)) {
@@ -488,7 +495,13 @@ export class Simulation {
       if (n.halted && this.now >= n.haltUntil) {
         n.halted = false
         n.rn!.setHalted(false)
-        this.trace(`unhalt ${n.id}`)
+        // Sometimes the driver dropped what it was handed while halted and asks again.
+        const rewind = this.rng.chance(0.5)
+        if (rewind) {
+          n.applyQueue = []
+          n.rn!.rewindApply()
+        }
+        this.trace(`unhalt ${n.id}${rewind ? " (rewind apply)" : ""}`)
       }
       // Clocks drift: sometimes a node misses a tick or takes two.
       const r = this.rng.next()
@@ -577,6 +590,12 @@ export class Simulation {
   private leaderCrash: { id: NodeId; at: number } | null = null
 
   private scheduledCrash(): void {
+    for (const n of this.nodes.values()) {
+      if (n.rn === null && n.restartAt <= this.step) {
+        this.trace(`restart ${n.id}`)
+        this.start(n)
+      }
+    }
     const c = this.leaderCrash
     if (c === null || this.step < c.at) return
     this.leaderCrash = null
@@ -599,6 +618,8 @@ export class Simulation {
     this.trace(`crash ${n.id}`)
     n.rn = null
     n.applyQueue = []
+    // Crashed nodes come back after a while (or at a restart event, or at the end).
+    n.restartAt = this.step + 20 + this.rng.int(400)
     this.stats.crashes++
   }
 
@@ -731,6 +752,8 @@ export class Simulation {
   private heal(): void {
     this.healed = true
     this.blocked.clear()
+    // A healed network: streams mostly in order again.
+    this.reorderRate = Math.min(this.reorderRate, 0.05)
     this.trace("HEAL: partitions cleared, nodes restarted, halts lifted")
     for (const n of this.nodes.values()) {
       if (n.rn === null) this.start(n)
@@ -837,7 +860,7 @@ export class Simulation {
           this.checkLeaderCompleteness(n)
           // Cut some new leaders down mid-replication (the Figure 8 family of histories).
           if (!this.healed && this.rng.chance(0.25))
-            this.leaderCrash = { id: n.id, at: this.step + 1 + this.rng.int(60) }
+            this.leaderCrash = { id: n.id, at: this.step + 1 + this.rng.int(40) }
         }
       }
     }
