@@ -3,7 +3,8 @@
 // - DEK generation for the leader (SPEC.md §5 bootstrap / rotate-dek),
 // - the capability report (SPEC.md §4.5) and the sidecar-state report.
 import { drawKeyId, generateDek } from "@ekv/crypto"
-import { Effect, Schema } from "effect"
+import type { EncryptionStateExport } from "@ekv/wire/keystore-protocol"
+import { Effect } from "effect"
 import { unwrapWith } from "./applier.ts"
 import { CorruptSidecar, KekMismatch, type RegistryFailed, type SidecarWriteFailed } from "./errors.ts"
 import type { KekProvider } from "./kekProvider.ts"
@@ -11,43 +12,6 @@ import { appliedIndex, type KeystoreState, persistSidecar } from "./keystoreStat
 import type { RegistryEntry } from "./registryStore.ts"
 import { SIDECAR_VERSION, type Sidecar, type SidecarKey, sidecarInvariantViolation } from "./sidecarFile.ts"
 import { nodeId16Of } from "./writerRegistry.ts"
-
-const Int = Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
-const KeyIdNum = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
-const Epoch = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 0xffff }))
-
-/** The encryption state a snapshot carries (SPEC.md §4.6); JSON-safe. */
-export const EncryptionStateExport = Schema.Struct({
-  /** Last 0x04/0x05 index reflected (the sidecar's raft_applied_index). */
-  raft_applied_index: Int,
-  /** Last 0x03 index reflected. */
-  last_registry_index: Int,
-  storage_envelope_active: Schema.Boolean,
-  raft_envelope_cutover_index: Int,
-  active: Schema.Struct({ storage: Int, raft: Int }),
-  keys: Schema.Array(
-    Schema.Struct({
-      key_id: KeyIdNum,
-      purpose: Schema.Literals(["storage", "raft"]),
-      /** base64 of the KEK wrap; "" when retired. */
-      wrapped: Schema.String,
-      created: Schema.String,
-      retired: Schema.Boolean,
-    }),
-  ),
-  writers: Schema.Array(
-    Schema.Struct({
-      dek_id: KeyIdNum,
-      node_id16: Epoch,
-      full_node_id: Schema.String.check(Schema.isPattern(/^(0|[1-9][0-9]{0,19})$/)),
-      first_seen_local_epoch: Epoch,
-      last_seen_local_epoch: Epoch,
-      last_session_id: Schema.NullOr(Schema.String),
-      raft_index: Int,
-    }),
-  ),
-})
-export type EncryptionStateExport = typeof EncryptionStateExport.Type
 
 const exportOf = (
   sidecar: Sidecar,

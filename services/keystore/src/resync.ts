@@ -4,8 +4,9 @@
 // compacted past them, its full encryption state is installed like a snapshot
 // restore (full-state), epochs by the rule of §6 — never the leader's.
 import { decodeEntry, type EncryptionPayload } from "@ekv/wire"
+import type { EncryptionStateExport } from "@ekv/wire/keystore-protocol"
 import { Data, Effect, Result } from "effect"
-import { type EncryptionStateExport, restoreState } from "./encryptionState.ts"
+import { restoreState } from "./encryptionState.ts"
 import type { ApplyError, CorruptSidecar, KekMismatch, RegistryFailed, SidecarWriteFailed } from "./errors.ts"
 import { appliedIndex } from "./keystoreState.ts"
 import type { Keystore } from "./startup.ts"

@@ -22,18 +22,6 @@ import {
   SidecarStateReport,
   type Subjects,
 } from "@ekv/wire"
-import { Effect, Result, Schedule, Schema, type Scope, Semaphore } from "effect"
-import type { DispatchOutcome } from "./applier.ts"
-import {
-  capabilityReport,
-  epochsBelowRegistry,
-  exportState,
-  generateDeks,
-  restoreState,
-  sidecarState,
-} from "./encryptionState.ts"
-import type { KeystoreMetrics } from "./keystoreMetrics.ts"
-import { appliedIndex } from "./keystoreState.ts"
 import {
   DispatchReply,
   DispatchRequest,
@@ -54,7 +42,19 @@ import {
   SessionReply,
   SessionRequest,
   SidecarStateRequest,
-} from "./protocol.ts"
+} from "@ekv/wire/keystore-protocol"
+import { Effect, Result, Schedule, Schema, type Scope, Semaphore } from "effect"
+import type { DispatchOutcome } from "./applier.ts"
+import {
+  capabilityReport,
+  epochsBelowRegistry,
+  exportState,
+  generateDeks,
+  restoreState,
+  sidecarState,
+} from "./encryptionState.ts"
+import type { KeystoreMetrics } from "./keystoreMetrics.ts"
+import { appliedIndex } from "./keystoreState.ts"
 import { ResyncFailed, type ResyncSource, resync } from "./resync.ts"
 import { openSession } from "./session.ts"
 import type { Keystore } from "./startup.ts"

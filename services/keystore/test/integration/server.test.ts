@@ -13,10 +13,6 @@ import {
   NodeCapabilityRequest,
   subjects,
 } from "@ekv/wire"
-import { jetstreamManager } from "@nats-io/jetstream"
-import { Effect, Exit, Result, Scope } from "effect"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { exportState } from "../../src/encryptionState.ts"
 import {
   DispatchReply,
   DispatchRequest,
@@ -30,7 +26,11 @@ import {
   ResyncRequest,
   SessionReply,
   SessionRequest,
-} from "../../src/protocol.ts"
+} from "@ekv/wire/keystore-protocol"
+import { jetstreamManager } from "@nats-io/jetstream"
+import { Effect, Exit, Result, Scope } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { exportState } from "../../src/encryptionState.ts"
 import { serveKeystore } from "../../src/server.ts"
 import { KEK, KEK2, N2, NODE, openAt, SECRET, SELF, tempDir, wrap } from "../unit/harness.ts"
 

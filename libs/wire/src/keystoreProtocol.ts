@@ -2,24 +2,50 @@
 // (JSON, strict; bytes as base64). Only this node's consensus may call them
 // (CONTRACT.md §9), except `resync`. Node-local failures of dispatch, session,
 // restore and generate-dek reply `Halted` with `details: { reason: <halt code>, index? }`.
-import {
-  ClusterId,
-  EncryptionEventKind,
-  FullNodeId,
-  KeyIdString,
-  LocalEpoch,
-  NodeId,
-  RejectionCodeSchema,
-  SessionId,
-} from "@ekv/wire"
 import { Schema } from "effect"
-import { EncryptionStateExport } from "./encryptionState.ts"
+import { RejectionCodeSchema } from "./codes.ts"
+import { EncryptionEventKind } from "./events.ts"
+import { ClusterId, FullNodeId, KeyIdString, LocalEpoch, NodeId, SessionId } from "./ids.ts"
 
 const Int = Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
 const KeyIdNum = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
 const Bytes = Schema.Uint8ArrayFromBase64
 const PublicKey = Schema.Uint8ArrayFromBase64.check(Schema.isMinLength(32), Schema.isMaxLength(32))
 const Purpose = Schema.Literals(["storage", "raft"])
+const Epoch = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 0xffff }))
+
+/** The encryption state a snapshot carries (SPEC.md §4.6); JSON-safe. */
+export const EncryptionStateExport = Schema.Struct({
+  /** Last 0x04/0x05 index reflected (the sidecar's raft_applied_index). */
+  raft_applied_index: Int,
+  /** Last 0x03 index reflected. */
+  last_registry_index: Int,
+  storage_envelope_active: Schema.Boolean,
+  raft_envelope_cutover_index: Int,
+  active: Schema.Struct({ storage: Int, raft: Int }),
+  keys: Schema.Array(
+    Schema.Struct({
+      key_id: KeyIdNum,
+      purpose: Schema.Literals(["storage", "raft"]),
+      /** base64 of the KEK wrap; "" when retired. */
+      wrapped: Schema.String,
+      created: Schema.String,
+      retired: Schema.Boolean,
+    }),
+  ),
+  writers: Schema.Array(
+    Schema.Struct({
+      dek_id: KeyIdNum,
+      node_id16: Epoch,
+      full_node_id: Schema.String.check(Schema.isPattern(/^(0|[1-9][0-9]{0,19})$/)),
+      first_seen_local_epoch: Epoch,
+      last_seen_local_epoch: Epoch,
+      last_session_id: Schema.NullOr(Schema.String),
+      raft_index: Int,
+    }),
+  ),
+})
+export type EncryptionStateExport = typeof EncryptionStateExport.Type
 
 /** `session`: open a writer session (SPEC.md §4.3). */
 export const SessionRequest = Schema.Struct({
