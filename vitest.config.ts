@@ -1,7 +1,8 @@
 import { defineConfig } from "vitest/config"
 
-// Two projects: `unit` (pure code, fast, no processes) and `integration`
-// (real nats-server / LevelDB / child processes / containers).
+// Three projects: `unit` (pure code, fast, no processes), `integration`
+// (real nats-server / LevelDB / child processes) and `e2e` (the system from
+// its Docker images, through Testcontainers).
 export default defineConfig({
   test: {
     projects: [
@@ -18,6 +19,15 @@ export default defineConfig({
           include: ["services/*/test/integration/**/*.test.ts", "test/integration/**/*.test.ts"],
           testTimeout: 300_000,
           hookTimeout: 300_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
           fileParallelism: false,
         },
       },
