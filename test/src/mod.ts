@@ -1,2 +1,3 @@
 export * from "./natsFixture.ts"
 export * from "./processCluster.ts"
+export * from "./system.ts"
