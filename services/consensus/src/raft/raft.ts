@@ -110,7 +110,7 @@ export type CommandResult =
   | { readonly ok: true }
   | {
       readonly ok: false
-      readonly reason: "NotLeader" | "NoLeader" | "Halted" | "NotVoter" | "Busy"
+      readonly reason: "NotLeader" | "NoLeader" | "Halted" | "NotVoter"
       readonly leader: NodeId | null
     }
 

@@ -97,6 +97,7 @@ class SimNode {
   /** Volatile checker bookkeeping. */
   recordedCommit = 0
   leaderTermChecked = -1
+  leaderStartCommit = -1
   readonly reads = new Map<string, PendingRead>()
 
   constructor(id: NodeId, durable: Durable) {
@@ -171,6 +172,7 @@ export class Simulation {
   private faultRate: number
   private maxMsgEntries: number
   private maxInflight: number
+  private maxInflightBytes: number
   private readonly traceLog: string[] = []
 
   // --- global truth for the checks
@@ -211,6 +213,7 @@ export class Simulation {
     this.faultRate = this.rng.pick([0.01, 0.02, 0.04])
     this.maxMsgEntries = this.rng.pick([1, 2, 4, 16])
     this.maxInflight = this.rng.pick([1, 2, 4, 8])
+    this.maxInflightBytes = this.rng.pick([0, 0, 120])
     const voters = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`)
     this.nextNodeNo = o.nodes + 1
     for (const id of voters) {
@@ -253,6 +256,7 @@ export class Simulation {
       maxMsgEntries: this.maxMsgEntries,
       maxMsgBytes: 256,
       maxInflightMsgs: this.maxInflight,
+      maxInflightBytes: this.maxInflightBytes,
       maxUncommittedBytes: 4096,
       maxApplyingEntries: 16,
       maxCommittedBytesPerReady: 512,
@@ -362,7 +366,10 @@ export class Simulation {
     const blocked = this.blocked.has(`${m.from}>${m.to}`)
     if (to?.rn == null || blocked || (faults && this.rng.chance(this.dropRate))) {
       this.trace(`drop ${describe(m)}`)
-      if (m.type === "Snap") this.nodes.get(m.from)?.rn?.reportSnapshot(m.to, false)
+      const from = this.nodes.get(m.from)?.rn
+      if (m.type === "Snap") from?.reportSnapshot(m.to, false)
+      // A transport that notices a dead link says so.
+      else if (blocked && from != null && this.rng.chance(0.3)) from.reportUnreachable(m.to)
       return
     }
     this.trace(`${dup ? "dup " : ""}deliver ${describe(m)}`)
@@ -858,9 +865,16 @@ export class Simulation {
           n.leaderTermChecked = r.term
           this.trace(`leader ${n.id} term ${r.term}`)
           this.checkLeaderCompleteness(n)
+          n.leaderStartCommit = log.committed
           // Cut some new leaders down mid-replication (the Figure 8 family of histories).
           if (!this.healed && this.rng.chance(0.25))
             this.leaderCrash = { id: n.id, at: this.step + 1 + this.rng.int(40) }
+        } else if (n.leaderStartCommit >= 0 && log.committed > n.leaderStartCommit) {
+          // Its first commit of the term: its own entries may be on a bare quorum. A
+          // good moment to fail it.
+          n.leaderStartCommit = -1
+          if (!this.healed && this.rng.chance(0.3))
+            this.leaderCrash = { id: n.id, at: this.step + this.rng.int(3) }
         }
       }
     }
@@ -903,7 +917,7 @@ export const optionsForSeed = (seed: number, over: Partial<SimOptions> = {}): Si
     seed,
     nodes: p.chance(0.5) ? 3 : 5,
     learner: p.chance(0.3),
-    steps: 4000,
+    steps: 6000,
     trace: false,
     livenessTicks: 600,
     ...over,
