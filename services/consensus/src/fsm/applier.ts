@@ -6,12 +6,21 @@
 // without marking it applied.
 import { decodeEntry, type EntryPayload, type KvOp, RejectionCode, Tag } from "@ekv/wire"
 import { Result } from "effect"
+import {
+  cutoverVerdict,
+  decodeEncState,
+  ENCRYPTION_STATE_META,
+  type EncState,
+  encodeEncState,
+  LEGACY_LAST_ENCRYPTION_INDEX,
+  nextEncState,
+} from "../encryption/encryptionState.ts"
 import { applyConfChangeToState, type ConfState, decodeConfChange, type Entry } from "../raft/mod.ts"
 import { MetaName } from "../stateMachine/keySpace.ts"
 import type { ApplyBatch, MvccStore } from "../stateMachine/mvccStore.ts"
 import type { EncryptionDispatcher } from "./encryptionDispatcher.ts"
 import type { FaultInjector, HaltInfo } from "./halt.ts"
-import type { ValueSealer } from "./valueSealer.ts"
+import type { SealerHalt, ValueSealer } from "./valueSealer.ts"
 
 export type EntryOutcome =
   | { readonly kind: "write"; readonly index: number; readonly term: number; readonly deleted: boolean }
@@ -33,17 +42,32 @@ export interface ApplyResult {
   readonly halt: HaltInfo | null
 }
 
+/** Opens a 0x06 payload at apply (SPEC §2.5): the inner 0x00/0x01 bytes, or a node-local halt. */
+export interface RaftEnvelopeOpener {
+  open(envelope: Uint8Array): Promise<Uint8Array | SealerHalt>
+}
+
+export const noRaftEnvelopeOpener: RaftEnvelopeOpener = {
+  open: async () => ({
+    reason: "RaftEnvelopeOpenFailed",
+    message: "this node has no raft keys (no keystore session)",
+    transient: false,
+  }),
+}
+
 export interface ApplierOptions {
   readonly sealer: ValueSealer
   readonly dispatcher: EncryptionDispatcher
   readonly faults: FaultInjector
+  readonly raftOpener?: RaftEnvelopeOpener
+  /** Runs before any entry applies (e.g. a pending keystore restore after a snapshot install, SPEC §4.6). */
+  readonly beforeApply?: () => Promise<SealerHalt | null>
+  /** Called after an encryption entry's outcome is known (before the batch commits). */
+  readonly onEncryptionApplied?: (index: number, state: EncState) => void
 }
 
 const utf8 = new TextEncoder()
 const utf8Decoder = new TextDecoder()
-
-/** SM metadata name of the last applied encryption entry's index. */
-const LAST_ENCRYPTION_INDEX = "last_encryption_index"
 
 export const encodeConfState = (c: ConfState): Uint8Array =>
   utf8.encode(JSON.stringify({ voters: [...c.voters], learners: [...c.learners] }))
@@ -62,12 +86,17 @@ export class Applier {
   /** Membership as of the applied index (carried in snapshots as SM metadata). */
   membership: ConfState = { voters: [], learners: [] }
   clusterId = ""
-  lastEncryptionIndex = 0
-  /**
-   * The raft-envelope cutover index c (SPEC §2.5), 0 while there is none. It
-   * becomes SM state with enable-raft-envelope (encryption lifecycle).
-   */
-  cutoverIndex = 0
+  /** The replicated encryption state as of the applied index (SPEC §2.4). */
+  encState: EncState = decodeEncState(undefined)
+
+  get lastEncryptionIndex(): number {
+    return this.encState.lastEncryptionIndex
+  }
+
+  /** The raft-envelope cutover index c (SPEC §2.5), 0 while there is none. */
+  get cutoverIndex(): number {
+    return this.encState.cutoverIndex
+  }
 
   constructor(store: MvccStore, opts: ApplierOptions) {
     this.store = store
@@ -79,8 +108,15 @@ export class Applier {
     this.membership = decodeConfState(await this.store.getMeta(MetaName.Membership))
     const cid = await this.store.getMeta(MetaName.ClusterId)
     this.clusterId = cid === undefined ? "" : utf8Decoder.decode(cid)
-    const lei = await this.store.getMeta(LAST_ENCRYPTION_INDEX)
-    this.lastEncryptionIndex = lei === undefined ? 0 : Number(utf8Decoder.decode(lei))
+    const es = await this.store.getMeta(ENCRYPTION_STATE_META)
+    if (es !== undefined) this.encState = decodeEncState(es)
+    else {
+      const lei = await this.store.getMeta(LEGACY_LAST_ENCRYPTION_INDEX)
+      this.encState = {
+        ...decodeEncState(undefined),
+        lastEncryptionIndex: lei === undefined ? 0 : Number(utf8Decoder.decode(lei)),
+      }
+    }
   }
 
   get appliedIndex(): number {
@@ -93,12 +129,17 @@ export class Applier {
    */
   async apply(entries: readonly Entry[], options: { readonly sync?: boolean } = {}): Promise<ApplyResult> {
     const outcomes: EntryOutcome[] = []
+    if (entries.length > 0 && this.opts.beforeApply !== undefined) {
+      const h = await this.opts.beforeApply()
+      if (h !== null)
+        return { outcomes, appliedIndex: this.store.appliedIndex(), halt: { index: entries[0]!.index, ...h } }
+    }
     const fault = this.opts.faults.check()
     let batch = this.store.batch()
     let dirty = false
     let halt: HaltInfo | null = null
     // Snapshot of cached metadata, restored if the batch fails to commit.
-    const saved = { m: this.membership, c: this.clusterId, e: this.lastEncryptionIndex }
+    const saved = { m: this.membership, c: this.clusterId, e: this.encState }
     try {
       for (const e of entries) {
         const f = fault?.(e.index) ?? null
@@ -121,8 +162,10 @@ export class Applier {
               }
               const r = await this.opts.dispatcher.dispatch({
                 index: e.index,
-                prevEncryptionIndex: this.lastEncryptionIndex,
+                prevEncryptionIndex: this.encState.lastEncryptionIndex,
                 payload: p,
+                entry: e.data,
+                clusterId: this.clusterId,
               })
               if (r._tag === "Failed") {
                 halt = { index: e.index, reason: r.code, message: r.reason, transient: r.transient }
@@ -130,10 +173,21 @@ export class Applier {
               }
               if (r._tag === "Rejected") outcomes.push(this.reject(batch, e, r.code, r.reason))
               else outcomes.push({ kind: "other", index: e.index, term: e.term })
-              this.lastEncryptionIndex = e.index
-              batch.putMeta(LAST_ENCRYPTION_INDEX, utf8.encode(String(e.index)))
+              this.encState = nextEncState(
+                this.encState,
+                e.index,
+                p,
+                r._tag === "Rejected" ? "rejected" : "applied",
+              )
+              batch.putMeta(ENCRYPTION_STATE_META, encodeEncState(this.encState))
+              this.opts.onEncryptionApplied?.(e.index, this.encState)
             } else {
-              outcomes.push(await this.applyPayload(batch, e, p))
+              const o = await this.applyPayload(batch, e, p)
+              if ("halt" in o) {
+                halt = o.halt
+                break
+              }
+              outcomes.push(o)
             }
           }
         } else if (e.type === "ConfChange") {
@@ -157,7 +211,7 @@ export class Applier {
     } catch (err) {
       this.membership = saved.m
       this.clusterId = saved.c
-      this.lastEncryptionIndex = saved.e
+      this.encState = saved.e
       throw err
     }
     return { outcomes, appliedIndex: this.store.appliedIndex(), halt }
@@ -168,11 +222,16 @@ export class Applier {
     return { kind: "rejected", index: e.index, term: e.term, code, reason }
   }
 
-  private async applyPayload(batch: ApplyBatch, e: Entry, p: EntryPayload): Promise<EntryOutcome> {
+  private async applyPayload(
+    batch: ApplyBatch,
+    e: Entry,
+    p: EntryPayload,
+    opened = false,
+  ): Promise<EntryOutcome | { readonly halt: HaltInfo }> {
     switch (p.tag) {
       case Tag.KvOp:
       case Tag.KvBatch: {
-        if (this.cutoverIndex > 0 && e.index > this.cutoverIndex)
+        if (!opened && cutoverVerdict(this.cutoverIndex, e.index, false) !== "ok")
           return this.reject(
             batch,
             e,
@@ -180,6 +239,10 @@ export class Applier {
             `unsealed user entry after cutover ${this.cutoverIndex}`,
           )
         const ops: readonly KvOp[] = p.tag === Tag.KvOp ? [p.op] : p.ops
+        if (ops.some((o) => o.op === "put") && this.opts.sealer.prepare !== undefined) {
+          const h = await this.opts.sealer.prepare()
+          if (h !== null) return { halt: { index: e.index, ...h } }
+        }
         let deleted = false
         for (const op of ops) {
           if (op.op === "put") batch.put(op.key, e.index, this.opts.sealer.seal(op.key, e.index, op.value))
@@ -217,13 +280,18 @@ export class Applier {
             RejectionCode.SealedBeforeCutover,
             `raft envelope at or before cutover ${this.cutoverIndex}`,
           )
-        // Opening 0x06 needs the raft DEK (encryption lifecycle); until then this cannot be reached (c = 0).
-        return this.reject(
-          batch,
-          e,
-          RejectionCode.SealedBeforeCutover,
-          "raft envelopes are not supported by this build",
-        )
+        const inner = await (this.opts.raftOpener ?? noRaftEnvelopeOpener).open(p.envelope)
+        if (!(inner instanceof Uint8Array)) return { halt: { index: e.index, ...inner } }
+        const d = decodeEntry(inner)
+        if (Result.isFailure(d)) return this.reject(batch, e, d.failure.code, d.failure.message)
+        if (d.success.tag !== Tag.KvOp && d.success.tag !== Tag.KvBatch)
+          return this.reject(
+            batch,
+            e,
+            RejectionCode.MalformedEntry,
+            `a raft envelope holds tag 0x0${d.success.tag}; only 0x00/0x01 may be sealed`,
+          )
+        return this.applyPayload(batch, e, d.success, true)
       }
       default:
         // 0x03–0x05 are dispatched by the caller.

@@ -8,10 +8,14 @@ export interface DispatchRequest {
   /** Index of the previous encryption entry this node applied (0 if none). */
   readonly prevEncryptionIndex: number
   readonly payload: EncryptionPayload
+  /** The payload bytes exactly as in the log. */
+  readonly entry: Uint8Array
+  /** The cluster's id once this node knows it ("" before). */
+  readonly clusterId: string
 }
 
 export type DispatchOutcome =
-  | { readonly _tag: "Applied" }
+  | { readonly _tag: "Applied"; readonly outcome?: string; readonly keyIds?: readonly number[] }
   | { readonly _tag: "Rejected"; readonly code: RejectionCode; readonly reason: string }
   /** Node-local: halt at this index; `transient` causes are retried with backoff. */
   | { readonly _tag: "Failed"; readonly code: HaltCode; readonly reason: string; readonly transient: boolean }
@@ -21,9 +25,8 @@ export interface EncryptionDispatcher {
 }
 
 /**
- * Until the keystore lifecycle is wired in, no keystore answers: every
- * encryption entry halts this node (transient: retried). The leader refuses
- * to propose 0x03–0x05, so nothing reaches this yet.
+ * No keystore on this node: every encryption entry halts this node
+ * (transient: retried).
  */
 export const keystoreUnavailableDispatcher: EncryptionDispatcher = {
   dispatch: async () => ({

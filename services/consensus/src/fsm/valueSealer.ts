@@ -1,16 +1,31 @@
 // How a value becomes the bytes stored under its version key, and back
-// (SPEC §2.4). Cleartext for now (encryption_state 0); the storage envelope
-// plugs in here: seal under the active storage DEK with AAD = the exact
-// storage key, open by the header's encryption_state, never by sniffing.
+// (SPEC §2.4). Before `enable-storage-envelope` values are cleartext
+// (encryption_state 0); after it every applied value is sealed under the
+// active storage DEK at this node's registered epoch, AAD = the exact storage
+// key. Reads open by the header's encryption_state, never by sniffing.
+import { envelopeHeader, openStorageValue, sealStorageValue } from "@ekv/crypto"
+import { ApiError, type HaltCode } from "@ekv/wire"
+import { Result } from "effect"
 import type { Version } from "../stateMachine/mvccStore.ts"
 import { EncryptionState, encodeStoredValue } from "../stateMachine/valueHeader.ts"
 import { userKeyBytes, versionKeyFromBytes } from "../stateMachine/versionKey.ts"
+
+export interface SealerHalt {
+  readonly reason: HaltCode
+  readonly message: string
+  readonly transient: boolean
+}
 
 export interface ValueSealer {
   /** Stored bytes (header ‖ payload) of `value` as version `index` of `key`. */
   seal(key: string, index: number, value: Uint8Array): Uint8Array
   /** The value of a stored (non-tombstone) version; fails with OpenFailure when it does not open. */
   open(v: Version): Uint8Array
+  /**
+   * Called before an entry with puts applies: resolves null once `seal` can
+   * run, or a node-local halt (no registered epoch in time, epoch exhausted).
+   */
+  prepare?(): Promise<SealerHalt | null>
 }
 
 /** A stored value that cannot be opened: read as IntegrityError, never as data (SPEC §2.4). */
@@ -39,3 +54,85 @@ export const cleartextSealer: ValueSealer = {
 /** The storage key (AAD location) of version `index` of `key`. */
 export const storageKeyOf = (key: string, index: number): Uint8Array =>
   versionKeyFromBytes(userKeyBytes(key), index)
+
+/** What the envelope sealer needs of this node's session. */
+export interface SealingKeys {
+  /** Whether the replicated state says values are sealed now. */
+  readonly active: () => boolean
+  /** The registered key to seal under now, or why there is none. */
+  readonly sealingKey: () =>
+    | { readonly keyId: number; readonly dek: Uint8Array; readonly next: () => Uint8Array }
+    | "exhausted"
+    | "wait"
+  /** Any DEK this node holds (the read ring: every unretired DEK). */
+  readonly dek: (keyId: number) => Uint8Array | undefined
+  /** Whether the session has been opened (an unknown key before that is Unavailable, not corruption). */
+  readonly sessionOpen: () => boolean
+  /** Waits for a change in keys/registrations, up to `ms`. */
+  readonly changed: (ms: number) => Promise<void>
+  readonly onSealed?: (keyId: number) => void
+  readonly onOpenFailure?: (reason: string) => void
+}
+
+/** How long an apply waits for this node's registration before reporting a (transient) halt. */
+const PREPARE_WAIT_MS = 5_000
+
+export const envelopeSealer = (k: SealingKeys): ValueSealer => ({
+  async prepare() {
+    if (!k.active()) return null
+    const deadline = Date.now() + PREPARE_WAIT_MS
+    for (;;) {
+      const s = k.sealingKey()
+      if (s === "exhausted")
+        return {
+          reason: "LocalEpochExhausted",
+          message: "this node's epoch of the active storage DEK is exhausted; rotate the storage DEK",
+          transient: false,
+        }
+      if (s !== "wait") return null
+      const left = deadline - Date.now()
+      if (left <= 0)
+        return {
+          reason: "KeystoreUnavailable",
+          message: "no committed registration of the active storage DEK for this node yet (session pending)",
+          transient: true,
+        }
+      await k.changed(Math.min(left, 500))
+    }
+  },
+  seal(key, index, value) {
+    if (!k.active()) return encodeStoredValue(EncryptionState.Cleartext, value)
+    const s = k.sealingKey()
+    // prepare() ran first in the same apply; anything else is a bug, never a silent cleartext write.
+    if (typeof s === "string") throw new Error(`no sealing key for ${JSON.stringify(key)}@${index}: ${s}`)
+    const env = sealStorageValue({
+      dek: s.dek,
+      keyId: s.keyId,
+      nonce: s.next(),
+      location: storageKeyOf(key, index),
+      value,
+    })
+    k.onSealed?.(s.keyId)
+    return encodeStoredValue(EncryptionState.StorageEnvelope, env)
+  },
+  open(v) {
+    if (v.header.encryptionState === EncryptionState.Cleartext) return v.payload
+    if (v.header.encryptionState !== EncryptionState.StorageEnvelope)
+      throw new OpenFailure(v.key, v.version, "UnsupportedEncryptionState")
+    if (!k.sessionOpen()) {
+      const h = envelopeHeader(v.payload)
+      if (Result.isSuccess(h) && k.dek(h.success.keyId) === undefined)
+        throw new ApiError.Unavailable({
+          message: "this node's storage keys are not loaded yet (keystore session pending); retry",
+          details: { reason: "KeysNotLoaded" },
+        })
+    }
+    const r = openStorageValue(v.payload, k.dek, v.storageKey)
+    if (Result.isFailure(r)) {
+      const reason = r.failure._tag
+      k.onOpenFailure?.(reason)
+      throw new OpenFailure(v.key, v.version, reason)
+    }
+    return r.success
+  },
+})

@@ -66,6 +66,13 @@ export interface RaftNodeOptions {
   readonly log: Log
   /** A node-local failure the loop cannot survive (the Raft log cannot be written). */
   readonly onFatal: (e: unknown) => void
+  /**
+   * Extra records a snapshot carries as of its index (the keystore's
+   * encryption state, SPEC §4.6); runs with apply paused. Throwing skips the snapshot.
+   */
+  readonly snapshotAttachments?: () => Promise<ReadonlyMap<string, Uint8Array> | undefined>
+  /** After a received snapshot was installed (apply paused): e.g. restore the keystore, new session. */
+  readonly onSnapshotInstalled?: (index: number) => Promise<void>
 }
 
 export interface MemberView {
@@ -310,6 +317,42 @@ export class RaftNode {
     this.kick()
     await p
     return r.index
+  }
+
+  /**
+   * Proposes `data` and resolves once it is COMMITTED (not applied: SPEC §6,
+   * a registration must not wait for this node's own apply backlog). The
+   * leader's own session registration bypasses the new-term apply barrier.
+   */
+  proposeCommitted(data: Uint8Array, opts: { readonly bypassApplyBarrier?: boolean } = {}): Promise<number> {
+    if (this.closed) return Promise.reject(unavailable("node is shutting down", "ShuttingDown"))
+    const r = this.core.propose(data, opts)
+    if (r._tag === "ProposalDropped") {
+      if (r.reason === "NotLeader") return Promise.reject(new NotLeader(r.leader))
+      return Promise.reject(unavailable(`proposal not accepted: ${r.reason}`, r.reason))
+    }
+    this.kick()
+    const deadline = Date.now() + PROPOSAL_TIMEOUT_MS
+    return new Promise<number>((resolve, reject) => {
+      const check = () => {
+        const log = this.core.raft.log
+        if (log.committed >= r.index) {
+          const t = log.term(r.index)
+          // Compacted (t undefined) means committed and applied: our entry if terms matched then.
+          if (t === r.term || (t === undefined && r.index <= log.snapshot.index)) return resolve(r.index)
+          return reject(unavailable(`proposal at ${r.index} was replaced`, "ProposalLost"))
+        }
+        if (this.closed || Date.now() > deadline)
+          return reject(unavailable(`entry ${r.index} did not commit in time`, "Timeout"))
+        setTimeout(check, 5)
+      }
+      check()
+    })
+  }
+
+  /** Runs `f` with apply paused: the state machine (and the keystore) stay at one applied index. */
+  withApplyPaused<A>(f: () => Promise<A>): Promise<A> {
+    return this.smSerial.run(f)
   }
 
   /** Linearizable read barrier on the leader: resolves once this node applied the confirmed read index. */
@@ -601,7 +644,11 @@ export class RaftNode {
       const logSnap = this.core.raft.log.snapshot.index
       if (applied <= logSnap) return logSnap
       const t0 = performance.now()
-      const exp = await this.sm.exportSnapshot(this.o.snapshotDir)
+      const attachments = await this.o.snapshotAttachments?.()
+      const exp = await this.sm.exportSnapshot(this.o.snapshotDir, {
+        expectIndex: applied,
+        ...(attachments === undefined ? {} : { attachments }),
+      })
       const term = this.core.raft.log.term(exp.index)
       if (term === undefined || exp.index <= this.core.raft.log.snapshot.index)
         return this.core.raft.log.snapshot.index
@@ -642,6 +689,7 @@ export class RaftNode {
       )
       await this.sm.installSnapshot(file)
       await this.applier.reload()
+      await this.o.onSnapshotInstalled?.(meta.index)
     })
     this.lastSnapshotIndex = meta.index
     this.bytesSinceSnapshot = 0

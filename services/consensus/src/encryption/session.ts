@@ -1,0 +1,312 @@
+// This node's writer session (SPEC §4.3, §6): floors from the leader (or its
+// own log), an ephemeral X25519 key and session_id, the keystore's sealed
+// hand-over opened in memory only, then a 0x03 per active DEK proposed with
+// the session_id — a (DEK, epoch) is sealed under only once its registration
+// COMMITTED. DEKs handed over by dispatch replies are usable at once unless
+// listed unregistered (then they need their own 0x03 first).
+
+import type { KeyObject } from "node:crypto"
+import { randomBytes } from "node:crypto"
+import { generateHandoverKeyPair, nodeId16, openHandover, WriteCounter } from "@ekv/crypto"
+import { encodeEntry, Tag } from "@ekv/wire"
+import { Result } from "effect"
+import type { KeystoreClient } from "../keystore/keystoreClient.ts"
+import type { Log } from "../log.ts"
+import type { EncState, Purpose } from "./encryptionState.ts"
+
+export interface SessionKey {
+  readonly keyId: number
+  readonly purpose: Purpose
+  readonly dek: Uint8Array
+  readonly epoch: number
+  registered: boolean
+  /** write_count for this (DEK, epoch) in this process: starts at 0, never resets (SPEC §2.4). */
+  readonly counter: WriteCounter
+}
+
+export interface Floors {
+  readonly floors: Readonly<Record<string, number>>
+  readonly asOfIndex: number
+}
+
+/** How a registration fared once proposed (through the leader). */
+export type RegistrationResult =
+  | { readonly _tag: "Committed" }
+  | { readonly _tag: "Rejected"; readonly code: string; readonly reason: string }
+
+export interface SessionDeps {
+  readonly nodeId: string
+  readonly fullNodeId: bigint
+  readonly nodeSecret: () => Promise<Uint8Array>
+  readonly keystore: KeystoreClient
+  /** The replicated encryption state as applied on this node. */
+  readonly state: () => EncState
+  /** Floors for this node from the leader (or computed locally when leader); throws when unknown. */
+  readonly floors: () => Promise<Floors>
+  /** Proposes a 0x03 (through the leader) and resolves once it committed; throws to retry. */
+  readonly register: (payload: Uint8Array) => Promise<RegistrationResult>
+  readonly log: Log
+  /** A registration of our own was rejected: halt with its code (SPEC §6). */
+  readonly onRejected: (code: string, reason: string) => void
+  readonly onKeysChanged?: () => void
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+export class EncryptionSession {
+  private readonly d: SessionDeps
+  readonly nodeId16: number
+  sessionId: string | null = null
+  private publicKey: Uint8Array | null = null
+  private privateKey: KeyObject | null = null
+  private secret: Uint8Array | null = null
+  /** Handed-over DEKs of the current session, by key id. */
+  readonly keys = new Map<number, SessionKey>()
+  /** Unretired DEKs the keystore left out (epoch would pass 0xFFFF). */
+  readonly exhausted = new Set<number>()
+  private opening: Promise<void> | null = null
+  private registering = new Set<number>()
+  private closed = false
+  private readyFlag = false
+  private waiters: (() => void)[] = []
+
+  constructor(d: SessionDeps) {
+    this.d = d
+    this.nodeId16 = nodeId16(d.fullNodeId)
+  }
+
+  /** The session as dispatches carry it. */
+  get dispatchSession(): { session_id: string; public_key: Uint8Array } | undefined {
+    return this.sessionId === null || this.publicKey === null
+      ? undefined
+      : { session_id: this.sessionId, public_key: this.publicKey }
+  }
+
+  /** True once a session is open and every active DEK's registration committed. */
+  get ready(): boolean {
+    return this.readyFlag
+  }
+
+  close(): void {
+    this.closed = true
+    this.wakeAll()
+  }
+
+  /** Opens a new session (superseding any), retrying until it succeeds or the node closes. */
+  start(): Promise<void> {
+    if (this.opening !== null) return this.opening
+    this.opening = this.openLoop().finally(() => {
+      this.opening = null
+    })
+    return this.opening
+  }
+
+  private async openLoop(): Promise<void> {
+    let attempt = 0
+    while (!this.closed) {
+      try {
+        await this.openOnce()
+        return
+      } catch (e) {
+        if (attempt++ % 10 === 0)
+          this.d.log.warn("writer session not open yet; retrying", { error: String(e) })
+        await sleep(Math.min(2_000, 100 * 2 ** Math.min(attempt, 5)))
+      }
+    }
+  }
+
+  private async openOnce(): Promise<void> {
+    const live = await this.d.keystore.liveness()
+    if (!live.encryption_capable) throw new Error("the keystore is not encryption-capable")
+    this.secret ??= await this.d.nodeSecret()
+    const floors = await this.d.floors()
+    const kp = generateHandoverKeyPair()
+    const sessionId = randomBytes(16).toString("hex")
+    const r = await this.d.keystore.session({
+      session_id: sessionId as never,
+      public_key: kp.publicKey,
+      floors: floors.floors as never,
+      floors_as_of_index: floors.asOfIndex,
+    })
+    const opened = openHandover({
+      privateKey: kp.privateKey,
+      nodeSecret: this.secret,
+      nodeId: this.d.nodeId,
+      sessionId,
+      sealed: r.sealed,
+    })
+    if (Result.isFailure(opened))
+      throw new Error(`the session hand-over does not open: ${opened.failure.message}`)
+    this.readyFlag = false
+    for (const k of this.keys.values()) k.dek.fill(0)
+    this.keys.clear()
+    this.exhausted.clear()
+    this.sessionId = sessionId
+    this.publicKey = kp.publicKey
+    this.privateKey = kp.privateKey
+    for (const h of opened.success) this.addKey(h.keyId, h.purpose, h.dek, h.localEpoch, false)
+    for (const id of r.exhausted_key_ids) this.exhausted.add(id)
+    this.d.log.info("writer session opened", {
+      session_id: sessionId,
+      key_ids: r.key_ids,
+      exhausted_key_ids: r.exhausted_key_ids,
+      floors_as_of_index: floors.asOfIndex,
+    })
+    this.d.onKeysChanged?.()
+    await this.registerActive()
+  }
+
+  private addKey(keyId: number, purpose: Purpose, dek: Uint8Array, epoch: number, registered: boolean): void {
+    const old = this.keys.get(keyId)
+    // Never two counters for one (DEK, epoch) in a process: keep the existing one.
+    if (old !== undefined && old.epoch === epoch) {
+      if (registered) old.registered = true
+      return
+    }
+    this.keys.set(keyId, {
+      keyId,
+      purpose,
+      dek,
+      epoch,
+      registered,
+      counter: new WriteCounter({ nodeId16: this.nodeId16, localEpoch: epoch }),
+    })
+    this.exhausted.delete(keyId)
+  }
+
+  /** Proposes the 0x03 of every active DEK not registered yet in this session; resolves when all committed. */
+  async registerActive(): Promise<void> {
+    const st = this.d.state()
+    const ids = [st.active.storage, st.active.raft].filter((id) => id !== 0)
+    await Promise.all(ids.map((id) => this.registerKey(id)))
+    if (
+      this.sessionId !== null &&
+      ids.every((id) => this.keys.get(id)?.registered === true || this.exhausted.has(id))
+    ) {
+      this.readyFlag = true
+      this.wakeAll()
+    }
+  }
+
+  /** Registers one handed-over DEK at its session epoch (idempotent; retried until committed). */
+  async registerKey(keyId: number): Promise<void> {
+    const k = this.keys.get(keyId)
+    if (k === undefined || k.registered || this.registering.has(keyId)) return
+    const session = this.sessionId
+    if (session === null) return
+    this.registering.add(keyId)
+    try {
+      const payload = encodeEntry({
+        tag: Tag.Registration,
+        registration: {
+          dek_id: keyId as never,
+          full_node_id: this.d.fullNodeId,
+          local_epoch: k.epoch as never,
+          session_id: session as never,
+        },
+      })
+      let attempt = 0
+      while (!this.closed && this.sessionId === session) {
+        try {
+          const r = await this.d.register(payload)
+          if (r._tag === "Rejected") {
+            this.d.log.error("own registration rejected", { key_id: keyId, code: r.code, reason: r.reason })
+            this.d.onRejected(r.code, r.reason)
+            return
+          }
+          k.registered = true
+          this.d.log.info("registration committed", {
+            key_id: keyId,
+            local_epoch: k.epoch,
+            session_id: session,
+          })
+          this.wakeAll()
+          this.d.onKeysChanged?.()
+          return
+        } catch (e) {
+          if (attempt++ % 10 === 0)
+            this.d.log.warn("registration not committed yet; retrying", { key_id: keyId, error: String(e) })
+          await sleep(Math.min(2_000, 100 * 2 ** Math.min(attempt, 5)))
+        }
+      }
+    } finally {
+      this.registering.delete(keyId)
+    }
+  }
+
+  /** New DEKs from a dispatch reply (SPEC §4.3, §6). */
+  acceptHandover(sealed: Uint8Array, unregistered: readonly number[], sessionId: string): void {
+    if (this.privateKey === null || this.secret === null || sessionId !== this.sessionId) return
+    const opened = openHandover({
+      privateKey: this.privateKey,
+      nodeSecret: this.secret,
+      nodeId: this.d.nodeId,
+      sessionId,
+      sealed,
+    })
+    if (Result.isFailure(opened)) {
+      this.d.log.error("a dispatch hand-over does not open; opening a new session", {
+        error: opened.failure.message,
+      })
+      void this.start()
+      return
+    }
+    for (const h of opened.success) {
+      const registered = !unregistered.includes(h.keyId)
+      this.addKey(h.keyId, h.purpose, h.dek, h.localEpoch, registered)
+      if (!registered) void this.registerKey(h.keyId)
+    }
+    this.d.onKeysChanged?.()
+    this.wakeAll()
+  }
+
+  markExhausted(ids: readonly number[]): void {
+    for (const id of ids) this.exhausted.add(id)
+  }
+
+  /** The DEK of `keyId` for opening (any unretired DEK this session holds). */
+  dek(keyId: number): Uint8Array | undefined {
+    return this.keys.get(keyId)?.dek
+  }
+
+  /**
+   * The key to seal `purpose` under now: the active DEK if registered; while
+   * its own 0x03 is pending, a registered DEK of the same purpose (SPEC §6
+   * exception); "exhausted" / "wait" otherwise.
+   */
+  sealingKey(purpose: Purpose): SessionKey | "exhausted" | "wait" {
+    const st = this.d.state()
+    const active = st.active[purpose]
+    if (active === 0) return "wait"
+    const k = this.keys.get(active)
+    if (k?.registered === true) return k
+    let fallback: SessionKey | undefined
+    for (const c of this.keys.values())
+      if (c.purpose === purpose && c.registered && st.keys[String(c.keyId)]?.retired !== true)
+        if (fallback === undefined || c.keyId !== active) fallback = c
+    if (k !== undefined && fallback !== undefined) return fallback
+    if (this.exhausted.has(active)) return "exhausted"
+    return "wait"
+  }
+
+  /** Resolves when something changed (a key registered, a hand-over) or after `ms`. */
+  changed(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done)
+        resolve()
+      }, ms)
+      const done = () => {
+        clearTimeout(t)
+        resolve()
+      }
+      this.waiters.push(done)
+    })
+  }
+
+  private wakeAll(): void {
+    const w = this.waiters
+    this.waiters = []
+    for (const f of w) f()
+  }
+}
