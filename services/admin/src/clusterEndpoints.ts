@@ -2,8 +2,9 @@
 // (unknown fields → InvalidArgument), then the named node must be a member
 // (NotFound; not for add-learner, whose node is new), then the request goes
 // to the leader's internal admin subjects — once more, with a fresh leader,
-// when the first try is Unavailable. Membership changes are not gated by
-// encryption here (SPEC.md §5).
+// when the first try is Unavailable. Membership changes are not gated by the
+// encryption gate; once DEKs exist, add-learner / promote first admit the
+// candidate (capable, registered under every unretired DEK: SPEC.md §5).
 import { endpoint } from "@ekv/bus"
 import {
   ApiError,
@@ -17,7 +18,11 @@ import {
 import { Effect, type Result } from "effect"
 import type { AdminModule } from "./adminModule.ts"
 import { isMember } from "./clusterView.ts"
+import type { AdminConfig } from "./config.ts"
 import { ConsensusNodes, clusterOps, type OpReply, type OpRequest } from "./consensusNodes.ts"
+import type { Services } from "./encryption/encryptionFlows.ts"
+import { admitCandidate } from "./encryption/membership.ts"
+import { PendingCandidates } from "./encryption/pendingCandidates.ts"
 
 const notFound = (node: string, status: ClusterStatus) =>
   new ApiError.NotFound({
@@ -100,10 +105,10 @@ const decodeWith =
 const clusterEndpoint = <K extends ClusterOpName>(
   prefix: string,
   op: K,
-  handler: (request: OpRequest<K>) => Effect.Effect<OpReply<K>, ApiError.ApiError, ConsensusNodes>,
+  handler: (request: OpRequest<K>) => Effect.Effect<OpReply<K>, ApiError.ApiError, Services>,
 ) => {
   const ep = clusterOps[op]
-  return endpoint<OpRequest<K>, OpReply<K>, ConsensusNodes>({
+  return endpoint<OpRequest<K>, OpReply<K>, Services>({
     name: `cluster-${op}`,
     subject: subjects(prefix).admin.cluster.op(op),
     request: decodeWith(ep.decodeRequest as (bytes: Uint8Array) => Result.Result<OpRequest<K>, RequestError>),
@@ -112,15 +117,43 @@ const clusterEndpoint = <K extends ClusterOpName>(
   })
 }
 
+/**
+ * add-learner / promote: the candidate is pending (register-writer accepts
+ * it) while it is admitted and the change is forwarded.
+ */
+const admitThenForward = <K extends "add-learner" | "promote">(
+  op: K,
+  req: OpRequest<K>,
+  config: AdminConfig,
+): Effect.Effect<OpReply<K>, ApiError.ApiError, Services> =>
+  Effect.flatMap(Effect.service(PendingCandidates), (pending) =>
+    pending.during(
+      req.node,
+      Effect.gen(function* () {
+        if (op === "promote") {
+          const status = yield* Effect.flatMap(Effect.service(ConsensusNodes), (n) => n.status)
+          if (!isMember(status, req.node)) return yield* Effect.fail(notFound(req.node, status))
+        }
+        yield* admitCandidate(req.node, config)
+        return yield* forwardToLeader(op, req, op === "promote" ? req.node : undefined)
+      }),
+    ),
+  )
+
 /** The six cluster endpoints, for the `ekv-admin` micro service. */
-export const clusterModule = (prefix: string): AdminModule<ConsensusNodes> => ({
-  name: "cluster",
-  endpoints: [
-    clusterEndpoint(prefix, "status", () => Effect.flatMap(Effect.service(ConsensusNodes), (n) => n.status)),
-    clusterEndpoint(prefix, "add-learner", (req) => forwardToLeader("add-learner", req)),
-    clusterEndpoint(prefix, "promote", (req) => forwardToLeader("promote", req, req.node)),
-    clusterEndpoint(prefix, "remove", (req) => forwardToLeader("remove", req, req.node)),
-    clusterEndpoint(prefix, "transfer-leader", (req) => forwardToLeader("transfer-leader", req, req.node)),
-    clusterEndpoint(prefix, "snapshot", (req) => snapshot(req.node)),
-  ],
-})
+export const clusterModule = (config: AdminConfig): AdminModule<Services> => {
+  const prefix = config.prefix
+  return {
+    name: "cluster",
+    endpoints: [
+      clusterEndpoint(prefix, "status", () =>
+        Effect.flatMap(Effect.service(ConsensusNodes), (n) => n.status),
+      ),
+      clusterEndpoint(prefix, "add-learner", (req) => admitThenForward("add-learner", req, config)),
+      clusterEndpoint(prefix, "promote", (req) => admitThenForward("promote", req, config)),
+      clusterEndpoint(prefix, "remove", (req) => forwardToLeader("remove", req, req.node)),
+      clusterEndpoint(prefix, "transfer-leader", (req) => forwardToLeader("transfer-leader", req, req.node)),
+      clusterEndpoint(prefix, "snapshot", (req) => snapshot(req.node)),
+    ],
+  }
+}

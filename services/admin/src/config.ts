@@ -1,6 +1,6 @@
 // The admin service's settings (CONTRACT.md §6): `EKV_PREFIX`, `EKV_PEERS`
-// (a seed list of nodes to ask first), `EKV_METRICS_PORT`, and the bus
-// timeouts. NATS connection settings are read by @ekv/bus.
+// (a seed list of nodes to ask first), `EKV_METRICS_PORT`, `EKV_ELECTION_TIMEOUT_MS`
+// (the member poll's bound), and the bus timeouts. NATS connection settings are read by @ekv/bus.
 import { parsePrefix } from "@ekv/wire"
 import { Result } from "effect"
 
@@ -15,6 +15,10 @@ export interface AdminConfig {
   readonly mutateTimeoutMs: number
   /** How long `$SRV.INFO` replies are collected. */
   readonly discoveryWaitMs: number
+  /** One election timeout (EKV_ELECTION_TIMEOUT_MS): the member poll's bound (SPEC.md §5). */
+  readonly electionTimeoutMs: number
+  /** A resync-sidecar runs in the target's keystore and may replay many entries. */
+  readonly resyncTimeoutMs: number
 }
 
 const NODE_ID = /^[a-z0-9-]{1,64}$/
@@ -59,5 +63,7 @@ export const adminConfigFromEnv = (env: Readonly<Record<string, string | undefin
     statusTimeoutMs: positiveInt("EKV_ADMIN_STATUS_TIMEOUT_MS", env.EKV_ADMIN_STATUS_TIMEOUT_MS, 2_000),
     mutateTimeoutMs: positiveInt("EKV_ADMIN_REQUEST_TIMEOUT_MS", env.EKV_ADMIN_REQUEST_TIMEOUT_MS, 15_000),
     discoveryWaitMs: positiveInt("EKV_ADMIN_DISCOVERY_MS", env.EKV_ADMIN_DISCOVERY_MS, 300),
+    electionTimeoutMs: positiveInt("EKV_ELECTION_TIMEOUT_MS", env.EKV_ELECTION_TIMEOUT_MS, 1_000),
+    resyncTimeoutMs: positiveInt("EKV_ADMIN_RESYNC_TIMEOUT_MS", env.EKV_ADMIN_RESYNC_TIMEOUT_MS, 120_000),
   }
 }

@@ -11,6 +11,10 @@ import { serveAdmin } from "./adminModule.ts"
 import { clusterModule } from "./clusterEndpoints.ts"
 import { type AdminConfig, adminConfigFromEnv, ConfigError } from "./config.ts"
 import { consensusNodesLayer } from "./consensusNodes.ts"
+import { encryptionBusLayer } from "./encryption/encryptionBus.ts"
+import { encryptionModule } from "./encryption/encryptionEndpoints.ts"
+import { eventIndexLayer } from "./encryption/eventIndex.ts"
+import { pendingCandidatesLayer } from "./encryption/pendingCandidates.ts"
 
 const program = (config: AdminConfig) =>
   Effect.gen(function* () {
@@ -23,7 +27,10 @@ const program = (config: AdminConfig) =>
       )
       yield* Effect.logInfo(`metrics on :${served.port}/metrics`)
     }
-    yield* serveAdmin(config.prefix, [metrics.instrument(clusterModule(config.prefix))])
+    yield* serveAdmin(config.prefix, [
+      metrics.instrument(clusterModule(config)),
+      metrics.instrument(encryptionModule(config)),
+    ])
     yield* Effect.logInfo(
       `ekv-admin ready (prefix ${config.prefix}, seeds ${config.peers.length === 0 ? "none: discovery" : config.peers.join(",")})`,
     )
@@ -31,9 +38,12 @@ const program = (config: AdminConfig) =>
   }).pipe(
     Effect.scoped,
     Effect.provide(
-      consensusNodesLayer(config).pipe(
-        Layer.provideMerge(natsLayer(natsOptionsFromEnv(process.env, { name: "ekv-admin" }))),
-      ),
+      Layer.mergeAll(
+        consensusNodesLayer(config),
+        encryptionBusLayer(config),
+        eventIndexLayer(config.prefix),
+        pendingCandidatesLayer,
+      ).pipe(Layer.provideMerge(natsLayer(natsOptionsFromEnv(process.env, { name: "ekv-admin" })))),
     ),
     Effect.annotateLogs({ component: "admin" }),
     Effect.provide(Logger.layer([Logger.consoleJson])),

@@ -108,6 +108,30 @@ const standIn = async (node: string) => {
       msg.respond(JSON.stringify({ index: cluster.commit }))
     },
   })
+  // Before bootstrap (no DEKs) membership changes are not gated by encryption.
+  nc.subscribe(`ekv.internal.${node}.admin.encryption.state`, {
+    callback: (err, msg) => {
+      if (err !== null || cluster.leader === null) return
+      msg.respond(
+        JSON.stringify({
+          cluster_id: "0123456789abcdef0123456789abcdef",
+          leader: cluster.leader,
+          term: cluster.term,
+          applied_index: cluster.commit,
+          commit_index: cluster.commit,
+          leader_capable: false,
+          storage_envelope_active: false,
+          active: { storage: 0, raft: 0 },
+          raft_envelope_cutover_index: 0,
+          last_encryption_index: 0,
+          last_control_index: 0,
+          keys: [],
+          registry: [],
+          members: cluster.members.map((m) => ({ node: m.node, role: m.role, full_node_id: "1" })),
+        }),
+      )
+    },
+  })
   await nc.flush()
   stand.set(node, nc)
 }

@@ -1,0 +1,78 @@
+// Membership after activation (SPEC.md §5): once DEKs exist, a node joins
+// (add-learner) or becomes a voter (promote) only if it is encryption-capable
+// (PeerNotEncryptionCapable) and, before the change is proposed, holds a
+// registry row under every unretired DEK — registered here through the
+// leader at the epoch its capability report gives (PeerNotEncryptionRegistered
+// when a row is still missing).
+import { fullNodeId as fullNodeIdOf } from "@ekv/crypto"
+import { ApiError, type KeyId, Tag } from "@ekv/wire"
+import { Effect } from "effect"
+import type { AdminConfig } from "../config.ts"
+import { EncryptionBus } from "./encryptionBus.ts"
+import { leaderContext, propose, type Services } from "./encryptionFlows.ts"
+import { unretiredKeys } from "./encryptionState.ts"
+import { registrationVerdict } from "./writers.ts"
+
+const notCapable = (node: string, why: string, extra?: Record<string, unknown>) =>
+  ApiError.failedPrecondition(
+    ApiError.PreconditionReason.PeerNotEncryptionCapable,
+    `node ${node} is not encryption-capable: ${why}`,
+    { node, ...extra },
+  )
+
+const notRegistered = (node: string, keys: ReadonlyArray<number>, cause?: ApiError.ApiError) =>
+  ApiError.failedPrecondition(
+    ApiError.PreconditionReason.PeerNotEncryptionRegistered,
+    `node ${node} has no registry row under DEK ${keys.join(", ")}${cause === undefined ? "" : ` (${cause._tag}: ${cause.message})`}`,
+    { node, dek_ids: keys, ...(cause === undefined ? {} : { cause: cause._tag }) },
+  )
+
+/**
+ * Checks and registers `node` before add-learner / promote. Before
+ * bootstrap (no DEKs) membership is not gated by encryption at all.
+ */
+export const admitCandidate = (
+  node: string,
+  config: AdminConfig,
+): Effect.Effect<void, ApiError.ApiError, Services> =>
+  Effect.gen(function* () {
+    const bus = yield* EncryptionBus
+    const ctx = yield* leaderContext
+    const keys = unretiredKeys(ctx.state)
+    if (keys.length === 0) return
+    const expected = ctx.state.members.find((m) => m.node === node)?.full_node_id ?? fullNodeIdOf(node)
+    const report = yield* bus
+      .capability(node, config.electionTimeoutMs)
+      .pipe(Effect.mapError((e) => notCapable(node, `its keystore does not answer (${e.message})`)))
+    if (!report.encryption_capable)
+      return yield* Effect.fail(notCapable(node, "its keystore reports not capable"))
+    if (report.full_node_id !== expected)
+      return yield* Effect.fail(
+        notCapable(node, `it reports full_node_id ${report.full_node_id}, expected ${expected}`, {
+          full_node_id: String(report.full_node_id),
+        }),
+      )
+    for (const key of keys) {
+      const reg = { dek_id: key.key_id, full_node_id: expected, local_epoch: report.local_epoch }
+      const verdict = registrationVerdict(ctx.state.registry, reg)
+      // A row at a higher epoch is this node's own: it is registered already.
+      if (verdict._tag === "Rejected" && verdict.error._tag === "LocalEpochRollback") continue
+      if (verdict._tag === "Rejected") return yield* Effect.fail(verdict.error)
+      if (verdict._tag === "Unchanged") continue
+      yield* propose(
+        ctx,
+        { tag: Tag.Registration, registration: { ...reg, dek_id: key.key_id as KeyId } },
+        ApiError.PreconditionReason.PeerNotEncryptionRegistered,
+      ).pipe(
+        Effect.catchIf(
+          (e) => e._tag !== "NodeIDCollision",
+          (e) => Effect.fail(notRegistered(node, [key.key_id], e)),
+        ),
+      )
+    }
+    const after = yield* leaderContext
+    const missing = unretiredKeys(after.state)
+      .filter((k) => !after.state.registry.some((r) => r.dek_id === k.key_id && r.full_node_id === expected))
+      .map((k) => k.key_id)
+    if (missing.length > 0) return yield* Effect.fail(notRegistered(node, missing))
+  })
