@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1
+# One image for the three ekv services; the command selects which runs:
+#
+#   docker run ... ekv/ekv:dev consensus | keystore | admin | ekv <cli args> | bus-config <args>
+#
+# Build arguments and targets (docs/compose.md):
+#   BASE_IMAGE  a Node 24 image (default the official node:24-bookworm-slim;
+#               on machines without a registry the local ekv/node-base:24)
+#   --target npm      (default, last stage) production dependencies from
+#                     `npm ci --omit=dev` in a build stage: needs npm in BASE_IMAGE
+#   --target context  the build context's node_modules, pruned to the services'
+#                     production closure: for base images without npm (ekv/node-base)
+#
+# The services run from their TypeScript sources (Node 24 type stripping), as
+# the fixed non-root user 10001:10001, with their data under the /data volume.
+ARG BASE_IMAGE=node:24-bookworm-slim
+
+# --- base: user ekv (10001), /data, entry point, healthcheck -----------------
+FROM ${BASE_IMAGE} AS base
+USER 0
+WORKDIR /app
+COPY docker/prepare-image.ts /app/docker/prepare-image.ts
+# Exec form: the local base image has no shell.
+RUN ["node", "/app/docker/prepare-image.ts"]
+ENV NODE_ENV=production \
+    HOME=/home/ekv \
+    EKV_DATA_DIR=/data \
+    EKV_METRICS_PORT=9464 \
+    NATS_URL=nats://nats:4222
+VOLUME ["/data"]
+EXPOSE 9464
+# Healthy while the process serves its metrics (and, for consensus, apply is
+# not halted); docker/healthcheck/check.ts finds the service from PID 1.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["node", "/app/docker/healthcheck/check.ts"]
+ENTRYPOINT ["node", "/app/docker/run.ts"]
+CMD ["admin"]
+
+# --- sources (no tests, no tools; see .dockerignore) -------------------------
+FROM base AS sources
+COPY package.json package-lock.json /app/
+COPY test/package.json /app/test/package.json
+COPY libs /app/libs
+COPY services /app/services
+COPY docker /app/docker
+
+# --- dependencies from the build context (no npm needed) ---------------------
+FROM sources AS context-deps
+COPY node_modules /app/node_modules
+RUN ["node", "/app/docker/prune-deps.ts", "/app"]
+
+FROM base AS context
+COPY --from=context-deps /app/node_modules /app/node_modules
+COPY --from=sources /app /app
+USER 10001:10001
+
+# --- dependencies from the registry (official images; needs npm) ------------
+FROM sources AS npm-deps
+RUN ["npm", "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", \
+     "--workspace=@ekv/consensus", "--workspace=@ekv/keystore", "--workspace=@ekv/admin"]
+RUN ["node", "/app/docker/prune-deps.ts", "/app"]
+
+FROM base AS npm
+COPY --from=npm-deps /app/node_modules /app/node_modules
+COPY --from=sources /app /app
+USER 10001:10001
