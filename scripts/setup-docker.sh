@@ -4,6 +4,8 @@
 # from files already on it (scripts/images/):
 #   ekv/nats:2.9.10     Debian's nats-server + its libraries
 #   ekv/node-base:24    Node 24 + its libraries and classic-level's, user ekv
+#   ekv/ekv:dev         the service image (Dockerfile, --target context) on
+#                       ekv/node-base:24; rebuilt when its inputs changed
 #
 #   setup-docker.sh [--rebuild] [--check]
 #     --rebuild  rebuild the images even when present
@@ -21,6 +23,7 @@ if [ -x "$root/.tools/node/bin/node" ]; then export PATH="$root/.tools/node/bin:
 
 NATS_IMAGE="ekv/nats:2.9.10"
 NODE_IMAGE="ekv/node-base:24"
+SERVICE_IMAGE="ekv/ekv:dev"
 DOCKERD_LOG="${EKV_DOCKERD_LOG:-/tmp/ekv-dockerd.log}"
 
 say() { printf 'setup-docker: %s\n' "$*"; }
@@ -114,3 +117,17 @@ verify() {
 
 build "$NATS_IMAGE" nats.sh
 build "$NODE_IMAGE" node-base.sh
+
+# The service image is rebuilt whenever the sources changed (service.sh keeps
+# a hash of its inputs in a label), so the end-to-end suite tests this tree.
+force=""
+if [ "$rebuild" -eq 1 ]; then force=--force; fi
+out="$(bash "$root/scripts/images/service.sh" "$SERVICE_IMAGE" "$NODE_IMAGE" $force)" ||
+  die "building $SERVICE_IMAGE failed"
+if [ "$out" = present ]; then
+  say "image $SERVICE_IMAGE present (sources unchanged)"
+else
+  say "image $SERVICE_IMAGE $out"
+  probe="$(docker run --rm "$SERVICE_IMAGE" ekv --help 2>&1 | head -n 1)" || die "$SERVICE_IMAGE does not run: $probe"
+  say "verified $SERVICE_IMAGE: $probe"
+fi
