@@ -21,6 +21,10 @@ export interface ConsensusConfig {
   readonly metricsPort: number | undefined
   /** Test only: halt apply at the first entry ≥ this index (EKV_TEST_FAULT_HALT_AT_INDEX). */
   readonly faultHaltAtIndex: number | undefined
+  /** EKV_NODE_SECRET_FILE (SPEC §4.3), default <data dir>/node.secret. */
+  readonly nodeSecretPath: string
+  /** EKV_ROTATE_ON_STARTUP: one rotation per purpose when leader during this process load. */
+  readonly rotateOnStartup: boolean
 }
 
 export class ConfigError extends Error {
@@ -42,6 +46,9 @@ const VARS = [
   "EKV_ELECTION_TIMEOUT_MS",
   "EKV_METRICS_PORT",
   "EKV_TEST_FAULT_HALT_AT_INDEX",
+  "EKV_NODE_SECRET_FILE",
+  "EKV_ROTATE_ON_STARTUP",
+  "EKV_ENCRYPTION_ENABLED",
 ] as const
 
 /** `--nats-url x` / `--nats-url=x` → NATS_URL; `--node-id` is accepted for EKV_NODE_ID too. */
@@ -139,5 +146,10 @@ export const loadConfig = (
     electionTimeoutMs,
     metricsPort,
     faultHaltAtIndex,
+    nodeSecretPath:
+      e.EKV_NODE_SECRET_FILE === undefined || e.EKV_NODE_SECRET_FILE === ""
+        ? path.join(dataDir, "node.secret")
+        : path.resolve(e.EKV_NODE_SECRET_FILE),
+    rotateOnStartup: /^(1|true|yes|on)$/i.test((e.EKV_ROTATE_ON_STARTUP ?? "").trim()),
   }
 }

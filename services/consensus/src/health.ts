@@ -1,14 +1,7 @@
 // `<p>.node.<n>.health` (CONTRACT §4), an instance of micro service `ekv-node`.
 // `keystore` pings this node's keystore liveness subject with a short timeout.
 import { endpoint, serveMicro } from "@ekv/bus"
-import {
-  type ApiError,
-  type NodeHealthReply,
-  type NodeId,
-  nodeApi,
-  type RaftIndex,
-  subjects,
-} from "@ekv/wire"
+import { ApiError, type NodeHealthReply, type NodeId, nodeApi, type RaftIndex, subjects } from "@ekv/wire"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { Effect, Result } from "effect"
 import type { RaftNode } from "./node/raftNode.ts"
@@ -46,7 +39,12 @@ export const healthOf = async (
   }
 }
 
-export const serveHealth = (node: RaftNode, nc: NatsConnection, prefix: string) => {
+export const serveHealth = (
+  node: RaftNode,
+  nc: NatsConnection,
+  prefix: string,
+  ready: () => boolean = () => true,
+) => {
   const s = subjects(prefix)
   return serveMicro({
     name: s.service.node,
@@ -62,7 +60,16 @@ export const serveHealth = (node: RaftNode, nc: NatsConnection, prefix: string) 
           return Result.isSuccess(r) ? Effect.succeed(r.success) : Effect.fail<ApiError.ApiError>(r.failure)
         },
         reply: nodeApi.health.encodeReply,
-        handler: () => Effect.promise(() => healthOf(node, nc, prefix)),
+        // CONTRACT §4: `ok` only after the start-up registration (and a requested rotation) committed.
+        handler: () =>
+          node.haltInfo === null && !ready()
+            ? Effect.fail<ApiError.ApiError>(
+                new ApiError.Unavailable({
+                  message: `${node.id} is registering its writer session; retry`,
+                  details: { reason: "Registering" },
+                }),
+              )
+            : Effect.promise(() => healthOf(node, nc, prefix)),
       }),
     ],
   })

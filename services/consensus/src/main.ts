@@ -13,11 +13,13 @@ import { connect } from "@nats-io/transport-node"
 import { Effect, Exit, Fiber, Layer } from "effect"
 import { serveCluster } from "./clusterEndpoints.ts"
 import { ConfigError, type ConsensusConfig, loadConfig } from "./config.ts"
+import { serveEncryption } from "./encryption/adminEndpoints.ts"
+import { startRotationWatch } from "./encryption/rotation.ts"
+import { EncryptionRuntime } from "./encryption/runtime.ts"
 import { makeClusterEvents } from "./events.ts"
 import { Applier } from "./fsm/applier.ts"
-import { keystoreUnavailableDispatcher } from "./fsm/encryptionDispatcher.ts"
 import { testFaultInjector } from "./fsm/halt.ts"
-import { cleartextSealer } from "./fsm/valueSealer.ts"
+import { envelopeSealer } from "./fsm/valueSealer.ts"
 import { serveHealth } from "./health.ts"
 import { serveKv } from "./kv/kvEndpoints.ts"
 import { makeLog } from "./log.ts"
@@ -87,9 +89,27 @@ const run = async (): Promise<void> => {
   }
   const loadMs = performance.now() - t0
   const metrics = makeConsensusMetrics()
+  // The runtime is built once the bus is up; the applier reaches it through these late-bound hooks.
+  let rt: EncryptionRuntime | null = null
+  const need = (): EncryptionRuntime => {
+    if (rt === null) throw new Error("encryption runtime not started")
+    return rt
+  }
+  const sealer = envelopeSealer({
+    active: () => need().sealingKeys().active(),
+    sealingKey: () => need().sealingKeys().sealingKey(),
+    dek: (id) => need().sealingKeys().dek(id),
+    sessionOpen: () => need().sealingKeys().sessionOpen(),
+    changed: (ms) => need().sealingKeys().changed(ms),
+    onSealed: (id) => need().sealingKeys().onSealed?.(id),
+    onOpenFailure: (r) => need().sealingKeys().onOpenFailure?.(r),
+  })
   const applier = new Applier(storage.sm, {
-    sealer: cleartextSealer,
-    dispatcher: keystoreUnavailableDispatcher,
+    sealer,
+    dispatcher: { dispatch: (r) => need().dispatcher.dispatch(r) },
+    raftOpener: { open: (env) => need().raftOpener().open(env) },
+    beforeApply: () => need().beforeApply(),
+    onEncryptionApplied: () => need().refreshMetrics(),
     faults: testFaultInjector(path.join(cfg.dataDir, "consensus", FAULT_FILE), cfg.faultHaltAtIndex),
   })
   await applier.reload()
@@ -97,6 +117,33 @@ const run = async (): Promise<void> => {
   const program = Effect.gen(function* () {
     const nc = yield* Nats
     const events = makeClusterEvents(nc, cfg.prefix, cfg.nodeId)
+    const runtime = new EncryptionRuntime({
+      nodeId: cfg.nodeId,
+      prefix: cfg.prefix,
+      nc,
+      applier,
+      nodeSecretPath: cfg.nodeSecretPath,
+      log: log.child("encryption"),
+      metrics,
+    })
+    rt = runtime
+    if (cfg.rotateOnStartup) runtime.requestRotateOnStartup()
+    const m = applier.membership
+    const refused = yield* Effect.promise(() =>
+      runtime.startupGuards(storage.persisted.entries.at(-1)?.index ?? storage.persisted.snapshotMeta.index, [
+        ...m.voters,
+        ...m.learners,
+      ]),
+    )
+    if (refused !== null) {
+      log.error(`refusing to start: ${refused.code}`, { code: refused.code, reason: refused.message })
+      events.publish(
+        { kind: "refused-start", code: refused.code as never, reason: refused.message },
+        applier.clusterId,
+      )
+      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 500)))
+      return yield* Effect.promise(() => refuse(undefined, refused.code, refused.message))
+    }
     const node = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const n = new RaftNode({
@@ -112,19 +159,35 @@ const run = async (): Promise<void> => {
           metrics,
           events,
           log,
+          snapshotAttachments: () => runtime.snapshotAttachments(),
+          onSnapshotInstalled: () => runtime.onSnapshotInstalled(),
           onFatal: (e) => {
             process.stderr.write(`ekv consensus ${cfg.nodeId}: fatal: ${String(e)}\n`)
             process.exit(70)
           },
         })
+        runtime.attach(n)
         n.start()
         return n
       }),
-      (n) => Effect.promise(() => n.close()),
+      (n) =>
+        Effect.promise(() => {
+          runtime.close()
+          return n.close()
+        }),
     )
-    yield* serveKv({ node, nc, prefix: cfg.prefix, sealer: cleartextSealer })
+    yield* serveKv({
+      node,
+      nc,
+      prefix: cfg.prefix,
+      sealer,
+      wrapPayload: (p) => runtime.wrapUserPayload(p),
+    })
     yield* serveCluster(node, nc, cfg.prefix)
-    yield* serveHealth(node, nc, cfg.prefix)
+    const handlers = yield* serveEncryption({ node, nc, prefix: cfg.prefix, rt: runtime, sealer })
+    yield* serveHealth(node, nc, cfg.prefix, () => runtime.healthReady)
+    runtime.startSession()
+    startRotationWatch(runtime, node, handlers)
     if (cfg.metricsPort !== undefined) {
       const port = cfg.metricsPort
       yield* Effect.acquireRelease(

@@ -21,6 +21,18 @@ export const makeConsensusMetrics = (registry: Registry = new Registry()) => ({
   ),
   snapshots: registry.counter("ekv_raft_snapshots_total", "Snapshots taken (local) or installed (received)"),
   transportDropped: registry.counter("ekv_raft_transport_dropped_total", "Raft messages dropped, by reason"),
+  activeKeyId: registry.gauge("ekv_active_key_id", "Active DEK key id per purpose (0 = none)"),
+  localEpoch: registry.gauge("ekv_local_epoch", "This node's session epoch per DEK key id"),
+  writesPerDek: registry.counter("ekv_writes_per_dek_total", "Values and log entries sealed per DEK key id"),
+  decryptFailures: registry.counter(
+    "ekv_decrypt_failures_total",
+    "Stored values or envelopes that failed to open, by reason",
+  ),
+  sidecarIndex: registry.gauge(
+    "ekv_sidecar_raft_applied_index",
+    "The keystore sidecar's raft_applied_index as last seen",
+  ),
+  keystoreApplySeconds: registry.histogram("ekv_keystore_apply_seconds", "Latency of one keystore dispatch"),
 })
 
 export type ConsensusMetrics = ReturnType<typeof makeConsensusMetrics>

@@ -93,12 +93,12 @@ export class KeystoreClient {
     return this.call(this.s.generateDek, GenerateDekRequest, GenerateDekReply, { purposes }, CALL_TIMEOUT_MS)
   }
 
-  sidecarState(callerFullNodeId?: string): Promise<SidecarStateReportBody> {
+  sidecarState(callerFullNodeId?: bigint): Promise<SidecarStateReportBody> {
     return this.call(
       this.s.sidecarState,
       SidecarStateRequest,
       SidecarStateReport,
-      callerFullNodeId === undefined ? {} : { caller_full_node_id: callerFullNodeId as never },
+      callerFullNodeId === undefined ? {} : { caller_full_node_id: callerFullNodeId },
       CALL_TIMEOUT_MS,
     )
   }

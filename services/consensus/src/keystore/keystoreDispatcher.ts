@@ -20,6 +20,18 @@ export class KeystoreDispatcher implements EncryptionDispatcher {
   private readonly session: EncryptionSession
   private readonly fullNodeId: bigint
   private readonly budgetMs: number
+  private readonly recent = new Map<number, { outcome?: string; keyIds: readonly number[] }>()
+
+  /** The keystore's outcome of a recently applied entry (for the proposer's reply). */
+  lastOutcome(index: number): { readonly outcome?: string; readonly keyIds: readonly number[] } | undefined {
+    return this.recent.get(index)
+  }
+
+  private remember(index: number, v: { outcome?: string; keyIds: readonly number[] }): void {
+    this.recent.set(index, v)
+    if (this.recent.size > 256) this.recent.delete(this.recent.keys().next().value!)
+  }
+
   /** Observed keystore apply latency (ekv_keystore_apply_seconds). */
   onLatency: ((seconds: number) => void) | undefined
 
@@ -50,6 +62,10 @@ export class KeystoreDispatcher implements EncryptionDispatcher {
           ...(req.clusterId === "" ? {} : { cluster_id: req.clusterId as never }),
         })
         this.onLatency?.((performance.now() - t0) / 1000)
+        this.remember(
+          req.index,
+          r.status === "applied" ? { outcome: r.outcome, keyIds: r.key_ids } : { keyIds: r.key_ids },
+        )
         if (r.status === "rejected") {
           const own =
             req.payload.tag === 0x03 &&

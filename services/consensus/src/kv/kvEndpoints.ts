@@ -39,6 +39,8 @@ export interface KvContext {
   readonly nc: NatsConnection
   readonly prefix: string
   readonly sealer: ValueSealer
+  /** The leader's user payload as appended (raft envelope after the cutover, SPEC §2.5). */
+  readonly wrapPayload?: (payload: Uint8Array) => Uint8Array
 }
 
 /** Runs a promise-returning handler: ApiErrors fail typed, anything else is a defect (Internal). */
@@ -127,7 +129,9 @@ export class KvHandlers {
   }
 
   private async write(payload: Uint8Array): Promise<EntryOutcome> {
-    const o = await this.c.node.propose(payload)
+    const o = await this.c.node.propose(
+      this.c.wrapPayload === undefined ? payload : this.c.wrapPayload(payload),
+    )
     if (o.kind !== "write") throw rejectedWrite(o)
     return o
   }

@@ -1,0 +1,384 @@
+// The encryption lifecycle of one consensus node, wired together: the writer
+// session, the storage sealer's keys, the raft envelope (leader seals user
+// payloads after c; followers open 0x06 at apply), the proposal barrier,
+// snapshot attachments/restores (SPEC §4.6), floors (§6) and the start-up
+// guards of SPEC §7 that need consensus state.
+import { envelopeHeader, fullNodeId, nodeId16, openRaft, sealRaft } from "@ekv/crypto"
+import { loadNodeSecret } from "@ekv/keystore"
+import { ApiError, encodeEntry, Tag } from "@ekv/wire"
+import { FloorsReply, ProposeReply } from "@ekv/wire/consensus-admin-protocol"
+import { EncryptionStateExport } from "@ekv/wire/keystore-protocol"
+import type { NatsConnection } from "@nats-io/transport-node"
+import { Effect, Result, Schema } from "effect"
+import type { Applier, RaftEnvelopeOpener } from "../fsm/applier.ts"
+import type { SealerHalt, SealingKeys } from "../fsm/valueSealer.ts"
+import { KeystoreClient } from "../keystore/keystoreClient.ts"
+import { KeystoreDispatcher } from "../keystore/keystoreDispatcher.ts"
+import { forwardRequest } from "../kv/forward.ts"
+import type { Log } from "../log.ts"
+import type { ConsensusMetrics } from "../metrics.ts"
+import { NotLeader, type RaftNode } from "../node/raftNode.ts"
+import { type EncState, hasDeks } from "./encryptionState.ts"
+import { floorsFromRows, raiseFromLog } from "./floors.ts"
+import { EncryptionSession, type Floors, type RegistrationResult } from "./session.ts"
+
+/** SM metadata name of the keystore state a snapshot carries (SPEC §4.6). */
+export const KEYSTORE_STATE_META = "keystore_state"
+
+const utf8 = new TextEncoder()
+const utf8d = new TextDecoder()
+const decodeExport = Schema.decodeUnknownResult(EncryptionStateExport)
+const encodeExport = Schema.encodeSync(EncryptionStateExport)
+
+/** A JSON reply decoder for forwardRequest (an undecodable reply throws). */
+export const decodeJson =
+  <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S) =>
+  (b: Uint8Array): Result.Result<S["Type"], never> =>
+    Result.succeed(Schema.decodeUnknownSync(schema)(JSON.parse(utf8d.decode(b))) as S["Type"])
+
+export interface RuntimeOptions {
+  readonly nodeId: string
+  readonly prefix: string
+  readonly nc: NatsConnection
+  readonly applier: Applier
+  readonly nodeSecretPath: string
+  readonly log: Log
+  readonly metrics: ConsensusMetrics
+}
+
+export interface RefusedStart {
+  readonly code: string
+  readonly message: string
+}
+
+export class EncryptionRuntime {
+  readonly o: RuntimeOptions
+  readonly keystore: KeystoreClient
+  readonly fullNodeId: bigint
+  readonly session: EncryptionSession
+  readonly dispatcher: KeystoreDispatcher
+  private node: RaftNode | null = null
+  /** Index of an appended, unapplied enable-raft-envelope entry (SPEC §2.5 proposal barrier). */
+  barrierIndex = 0
+  private pendingRestore: typeof EncryptionStateExport.Type | null = null
+  private rotateOnStartup: { requested: boolean; done: boolean } = { requested: false, done: true }
+
+  constructor(o: RuntimeOptions) {
+    this.o = o
+    this.keystore = new KeystoreClient(o.nc, o.prefix, o.nodeId)
+    this.fullNodeId = fullNodeId(o.nodeId)
+    this.session = new EncryptionSession({
+      nodeId: o.nodeId,
+      fullNodeId: this.fullNodeId,
+      nodeSecret: () => Effect.runPromise(loadNodeSecret(o.nodeSecretPath)),
+      keystore: this.keystore,
+      state: () => this.state,
+      floors: () => this.floorsForSelf(),
+      register: (payload) => this.register(payload),
+      log: o.log.child("session"),
+      onRejected: () => undefined,
+      onKeysChanged: () => this.refreshMetrics(),
+    })
+    this.dispatcher = new KeystoreDispatcher(this.keystore, this.session, this.fullNodeId)
+    this.dispatcher.onLatency = (s) => o.metrics.keystoreApplySeconds.observe(s)
+  }
+
+  get state(): EncState {
+    return this.o.applier.encState
+  }
+
+  attach(node: RaftNode): void {
+    this.node = node
+  }
+
+  close(): void {
+    this.session.close()
+  }
+
+  private requireNode(): RaftNode {
+    if (this.node === null)
+      throw new ApiError.Unavailable({ message: "node is starting", details: { reason: "Starting" } })
+    return this.node
+  }
+
+  // ------------------------------------------------------------- health / startup
+
+  /** Health reports ok only after the start-up registration (and a requested rotation) committed (CONTRACT §4). */
+  get healthReady(): boolean {
+    // A requested rotation holds health only where it can happen: on the leader.
+    if (!this.rotateOnStartup.done && this.node?.isLeader === true) return false
+    return !hasDeks(this.state) || this.session.ready
+  }
+
+  /** Starts the session loop in the background (needs the node attached). */
+  startSession(): void {
+    void this.session.start()
+  }
+
+  requestRotateOnStartup(): void {
+    this.rotateOnStartup = { requested: true, done: false }
+  }
+
+  get rotateRequested(): { readonly requested: boolean; readonly done: boolean } {
+    return this.rotateOnStartup
+  }
+
+  markRotated(): void {
+    this.rotateOnStartup = { requested: true, done: true }
+  }
+
+  /**
+   * SPEC §7 guards needing consensus state, against the keystore's liveness.
+   * A keystore that does not answer while the cluster has no DEKs is plaintext operation.
+   */
+  async startupGuards(lastLogIndex: number, members: readonly string[]): Promise<RefusedStart | null> {
+    for (const m of members)
+      if (m !== this.o.nodeId && nodeId16(fullNodeId(m)) === nodeId16(this.fullNodeId))
+        return {
+          code: "NodeIDCollision",
+          message: `member ${m} shares node_id16 ${nodeId16(this.fullNodeId)} with this node ${this.o.nodeId}`,
+        }
+    const st = this.state
+    let live: Awaited<ReturnType<KeystoreClient["liveness"]>> | null = null
+    const deadline = Date.now() + (hasDeks(st) ? 3_000 : 500)
+    while (live === null && Date.now() < deadline) live = await this.keystore.liveness().catch(() => null)
+    if (live === null) {
+      this.o.log.warn("keystore not answering at start", { has_deks: hasDeks(st) })
+      return null
+    }
+    this.o.metrics.sidecarIndex.set(live.raft_applied_index)
+    // A snapshot installed before a crash whose keystore restore did not happen yet.
+    const attached = await this.o.applier.store.getMeta(KEYSTORE_STATE_META)
+    if (attached !== undefined && live.applied_index < st.lastEncryptionIndex) {
+      const d = decodeExport(JSON.parse(utf8d.decode(attached)))
+      if (
+        Result.isSuccess(d) &&
+        Math.max(d.success.raft_applied_index, d.success.last_registry_index) > live.applied_index
+      ) {
+        this.pendingRestore = d.success
+        this.o.log.info("a snapshot's keystore state is restored before apply resumes")
+        return null
+      }
+    }
+    if (live.raft_applied_index < st.lastControlIndex)
+      return {
+        code: "SidecarBehindRaftLog",
+        message: `the sidecar's raft_applied_index ${live.raft_applied_index} is below the state machine's last 0x04/0x05 index ${st.lastControlIndex}; recover with resync-sidecar`,
+      }
+    if (live.raft_applied_index > lastLogIndex)
+      return {
+        code: "SidecarAheadOfRaftLog",
+        message: `the sidecar's raft_applied_index ${live.raft_applied_index} is beyond this node's last log index ${lastLogIndex}`,
+      }
+    if (
+      live.raft_applied_index === st.lastControlIndex &&
+      live.raft_envelope_cutover_index !== st.cutoverIndex
+    )
+      return {
+        code: "EnvelopeCutoverDivergence",
+        message: `the sidecar's cutover index ${live.raft_envelope_cutover_index} differs from the state machine's ${st.cutoverIndex}`,
+      }
+    if (live.epoch_below_registry_key_ids.length > 0)
+      return {
+        code: "LocalEpochRollback",
+        message: `the sidecar's local_epoch of key ids ${live.epoch_below_registry_key_ids.join(", ")} is below this node's registry row`,
+      }
+    return null
+  }
+
+  // ------------------------------------------------------------- floors / registration
+
+  /** Floors for `full` from this (leader) node's applied registry and its whole log (SPEC §6). */
+  async floorsFor(full: bigint): Promise<Floors> {
+    const node = this.requireNode()
+    const from = this.o.applier.appliedIndex
+    const exp = await this.keystore.exportState()
+    const floors = floorsFromRows(exp.writers, full)
+    const log = node.core.raft.log
+    const last = log.lastIndex()
+    const payloads: Uint8Array[] = []
+    for (let i = Math.max(from, log.snapshot.index) + 1; i <= last; i++) {
+      const e = log.entry(i)
+      if (e !== undefined && e.type === "Normal") payloads.push(e.data)
+    }
+    return { floors: raiseFromLog(floors, payloads, full), asOfIndex: last }
+  }
+
+  private async floorsForSelf(): Promise<Floors> {
+    const node = this.requireNode()
+    if (node.isLeader) return this.floorsFor(this.fullNodeId)
+    const leader = node.leader
+    if (leader === null) throw new Error("no leader known for floors")
+    const r = await forwardRequest(
+      this.o.nc,
+      `${this.adminSubject(leader)}.floors`,
+      utf8.encode(JSON.stringify({ full_node_id: this.fullNodeId.toString() })),
+      decodeJson(FloorsReply),
+      5_000,
+    )
+    return { floors: r.floors as Record<string, number>, asOfIndex: r.as_of_index }
+  }
+
+  adminSubject(node: string): string {
+    return `${this.o.prefix}.internal.${node}.admin.encryption`
+  }
+
+  private async register(payload: Uint8Array): Promise<RegistrationResult> {
+    const node = this.requireNode()
+    if (node.isLeader) {
+      await node.proposeCommitted(payload, { bypassApplyBarrier: true })
+      return { _tag: "Committed" }
+    }
+    const leader = node.leader
+    if (leader === null) throw new NotLeader(null)
+    const r = await forwardRequest(
+      this.o.nc,
+      `${this.adminSubject(leader)}.propose`,
+      utf8.encode(JSON.stringify({ entry: Buffer.from(payload).toString("base64") })),
+      decodeJson(ProposeReply),
+      15_000,
+    )
+    return r.status === "rejected"
+      ? { _tag: "Rejected", code: r.code ?? "PreconditionFailed", reason: r.reason ?? "" }
+      : { _tag: "Committed" }
+  }
+
+  // ------------------------------------------------------------- sealing
+
+  /** The storage sealer's view of this node's keys. */
+  sealingKeys(): SealingKeys {
+    const m = this.o.metrics
+    return {
+      active: () => this.state.storageEnvelopeActive,
+      sealingKey: () => {
+        const k = this.session.sealingKey("storage")
+        if (typeof k === "string") {
+          if (k === "wait") void this.ensureSession()
+          return k
+        }
+        return { keyId: k.keyId, dek: k.dek, next: () => k.counter.next() }
+      },
+      dek: (id) => (this.state.keys[String(id)]?.retired === true ? undefined : this.session.dek(id)),
+      sessionOpen: () => this.session.sessionId !== null,
+      changed: (ms) => this.session.changed(ms),
+      onSealed: (id) => m.writesPerDek.inc({ key_id: String(id) }),
+      onOpenFailure: (reason) => m.decryptFailures.inc({ reason }),
+    }
+  }
+
+  private ensureSession(): Promise<void> | undefined {
+    if (this.session.sessionId === null) return this.session.start()
+    return undefined
+  }
+
+  /** Followers open 0x06 at apply (SPEC §2.5); a failure to open is node-local. */
+  raftOpener(): RaftEnvelopeOpener {
+    return {
+      open: async (envelope) => {
+        const h = envelopeHeader(envelope)
+        const keyId = Result.isSuccess(h) ? h.success.keyId : 0
+        const deadline = Date.now() + 5_000
+        while (
+          this.session.dek(keyId) === undefined &&
+          this.session.sessionId === null &&
+          Date.now() < deadline
+        ) {
+          void this.ensureSession()
+          await this.session.changed(250)
+        }
+        if (this.session.sessionId === null)
+          return {
+            reason: "KeystoreUnavailable",
+            message: "no keystore session to open raft envelopes",
+            transient: true,
+          } as SealerHalt
+        const r = openRaft(envelope, (id) => this.session.dek(id))
+        if (Result.isFailure(r)) {
+          this.o.metrics.decryptFailures.inc({ reason: r.failure._tag })
+          return {
+            reason: "RaftEnvelopeOpenFailed",
+            message: `raft envelope does not open: ${r.failure.message}`,
+            transient: false,
+          } as SealerHalt
+        }
+        return r.success.plaintext
+      },
+    }
+  }
+
+  /**
+   * The leader's user payload as appended (SPEC §2.5): as is before the
+   * cutover, sealed as 0x06 after it; Unavailable under the proposal barrier
+   * or while this node has no registered raft epoch. Synchronous, so the
+   * check and the append cannot be separated by an enable-raft-envelope.
+   */
+  wrapUserPayload(payload: Uint8Array): Uint8Array {
+    const st = this.state
+    if (this.barrierIndex > 0) {
+      if (this.o.applier.appliedIndex >= this.barrierIndex) this.barrierIndex = 0
+      else
+        throw new ApiError.Unavailable({
+          message: "the raft envelope is being enabled; retry",
+          details: { reason: "CutoverBarrier", index: this.barrierIndex },
+        })
+    }
+    if (st.cutoverIndex === 0) return payload
+    const k = this.session.sealingKey("raft")
+    if (typeof k === "string")
+      throw new ApiError.Unavailable({
+        message: `this leader cannot seal log entries yet (${k === "exhausted" ? "raft DEK epoch exhausted" : "raft DEK registration pending"}); retry`,
+        details: { reason: k === "exhausted" ? "LocalEpochExhausted" : "RegistrationPending" },
+      })
+    const envelope = sealRaft({ dek: k.dek, keyId: k.keyId, nonce: k.counter.next(), plaintext: payload })
+    this.o.metrics.writesPerDek.inc({ key_id: String(k.keyId) })
+    return encodeEntry({ tag: Tag.RaftEnvelope, envelope })
+  }
+
+  // ------------------------------------------------------------- snapshots (SPEC §4.6)
+
+  async snapshotAttachments(): Promise<ReadonlyMap<string, Uint8Array> | undefined> {
+    const st = this.state
+    let exp: typeof EncryptionStateExport.Type
+    try {
+      exp = await this.keystore.exportState()
+    } catch (e) {
+      if (!hasDeks(st) && st.lastEncryptionIndex === 0) return undefined
+      throw new Error(`the keystore's encryption state is needed for a snapshot: ${String(e)}`)
+    }
+    return new Map([[KEYSTORE_STATE_META, utf8.encode(JSON.stringify(encodeExport(exp)))]])
+  }
+
+  async onSnapshotInstalled(): Promise<void> {
+    const b = await this.o.applier.store.getMeta(KEYSTORE_STATE_META)
+    if (b === undefined) return
+    const d = decodeExport(JSON.parse(utf8d.decode(b)))
+    if (Result.isSuccess(d)) this.pendingRestore = d.success
+  }
+
+  /** Before apply: a pending keystore restore goes first, then a new session (SPEC §4.6, §6). */
+  async beforeApply(): Promise<SealerHalt | null> {
+    const r = this.pendingRestore
+    if (r === null) return null
+    try {
+      await this.keystore.restore(r)
+    } catch (e) {
+      return {
+        reason: "KeystoreUnavailable",
+        message: `restoring the snapshot's keystore state failed: ${String(e)}`,
+        transient: true,
+      }
+    }
+    this.pendingRestore = null
+    this.o.log.info("keystore state restored from snapshot", { raft_applied_index: r.raft_applied_index })
+    void this.session.start()
+    return null
+  }
+
+  refreshMetrics(): void {
+    const st = this.state
+    const m = this.o.metrics
+    m.activeKeyId.set(st.active.storage, { purpose: "storage" })
+    m.activeKeyId.set(st.active.raft, { purpose: "raft" })
+    for (const k of this.session.keys.values()) m.localEpoch.set(k.epoch, { key_id: String(k.keyId) })
+  }
+}
