@@ -1,6 +1,6 @@
 // `ekv` command line → a Command value. Pure: no I/O, no process exit; the
 // caller reads files, connects and prints.
-import { ClusterOpName } from "@ekv/wire"
+import { ClusterOpName, EncryptionOpName } from "@ekv/wire"
 
 export const USAGE = `usage: ekv [options] <command>
 
@@ -19,6 +19,22 @@ commands:
   cluster transfer-leader <node> move leadership to a voter
   cluster snapshot [<node>]      snapshot and compact one node, or every member
   node health <node>             one node's health
+  encryption status              phase, keys, per-node figures, writer registry
+  encryption capability [<node>] one node's capability, or every member's
+  encryption sidecar-state       the leader's sidecar view
+  encryption bootstrap           create both DEKs; the batch is discovered from the members
+                                 (--file <path|->: JSON { "writers": [...] } instead)
+  encryption register-writer <dek_id> <full_node_id> <local_epoch> [--session <id>]
+  encryption rotate-dek <storage|raft>
+  encryption rewrap-deks         wrap every DEK under the next KEK (EKV_KEK_NEXT_FILE)
+  encryption retire-dek <key_id>
+  encryption rewrite [--rate <MiB/s>] [--follow]
+                                 re-seal stored versions; --follow shows progress until done
+  encryption enable-storage-envelope
+  encryption enable-raft-envelope
+  encryption resync-sidecar <node>
+  encryption history             events from the EKV_EVENTS stream
+                                 (--node n, --since-index i, --limit n: the most recent n)
 
 options:
   --json                         print the raw JSON reply
@@ -67,6 +83,20 @@ export type Action =
   | { readonly kind: "kv-batch-file"; readonly path: string }
   | { readonly kind: "cluster"; readonly op: ClusterOpName; readonly node: string | undefined }
   | { readonly kind: "node-health"; readonly node: string }
+  /** `body` is the request in its JSON wire form; the CLI decodes it through wire's encryptionApi. */
+  | {
+      readonly kind: "encryption"
+      readonly op: EncryptionOpName
+      readonly body: Readonly<Record<string, unknown>>
+      readonly bodyFile?: string | undefined
+      readonly follow?: boolean | undefined
+    }
+  | {
+      readonly kind: "encryption-history"
+      readonly node: string | undefined
+      readonly sinceIndex: number | undefined
+      readonly limit: number | undefined
+    }
 
 export interface Command {
   readonly global: GlobalOptions
@@ -92,8 +122,12 @@ const VALUED = new Set([
   "--limit",
   "--file",
   "--value-file",
+  "--session",
+  "--rate",
+  "--node",
+  "--since-index",
 ])
-const FLAGS = new Set(["--json", "--base64", "--serializable", "--help", "-h"])
+const FLAGS = new Set(["--json", "--base64", "--serializable", "--follow", "--help", "-h"])
 
 interface Split {
   readonly positional: ReadonlyArray<string>
@@ -248,6 +282,8 @@ const action = (s: Split): Action => {
       exactly(what, rest, 1)
       return { kind: "cluster", op, node: nodeArg(what, rest[0]) }
     }
+    case "encryption":
+      return encryptionAction(s, verb, rest, allowOnly)
     case "node":
       if (verb !== "health") throw new UsageError(`unknown command node ${verb ?? ""}`.trim())
       allowOnly(what, [])
@@ -255,6 +291,99 @@ const action = (s: Split): Action => {
       return { kind: "node-health", node: nodeArg(what, rest[0]) }
     default:
       throw new UsageError(`unknown command ${group}`)
+  }
+}
+
+const numberArg = (what: string, v: string | undefined): number => {
+  const n = Number(v)
+  if (v === undefined || v.trim() === "" || !Number.isFinite(n))
+    throw new UsageError(`${what}: expected a number, got ${JSON.stringify(v)}`)
+  return n
+}
+
+const encryptionAction = (
+  s: Split,
+  verb: string | undefined,
+  rest: ReadonlyArray<string>,
+  allowOnly: (what: string, allowed: ReadonlyArray<string>) => void,
+): Action => {
+  const what = `encryption ${verb ?? ""}`.trim()
+  if (verb === "history") {
+    allowOnly(what, ["--node", "--since-index", "--limit"])
+    exactly(what, rest, 0)
+    const node = s.values.get("--node")
+    return {
+      kind: "encryption-history",
+      node: node === undefined ? undefined : nodeArg(what, node),
+      sinceIndex: intArg("--since-index", s.values.get("--since-index"), 0),
+      limit: intArg("--limit", s.values.get("--limit"), 1),
+    }
+  }
+  if (verb === undefined || !(EncryptionOpName as ReadonlyArray<string>).includes(verb))
+    throw new UsageError(`unknown command ${what}`)
+  const op = verb as EncryptionOpName
+  const simple = (body: Readonly<Record<string, unknown>> = {}, n = 0): Action => {
+    allowOnly(what, [])
+    exactly(what, rest, n)
+    return { kind: "encryption", op, body }
+  }
+  switch (op) {
+    case "status":
+    case "sidecar-state":
+    case "rewrap-deks":
+    case "enable-storage-envelope":
+    case "enable-raft-envelope":
+      return simple()
+    case "capability":
+      allowOnly(what, [])
+      if (rest.length > 1) throw new UsageError(`${what}: unexpected argument ${JSON.stringify(rest[1])}`)
+      return { kind: "encryption", op, body: rest[0] === undefined ? {} : { node: nodeArg(what, rest[0]) } }
+    case "bootstrap": {
+      allowOnly(what, ["--file"])
+      exactly(what, rest, 0)
+      const file = s.values.get("--file")
+      return { kind: "encryption", op, body: { discover: true }, bodyFile: file }
+    }
+    case "register-writer": {
+      allowOnly(what, ["--session"])
+      exactly(what, rest, 3)
+      const session = s.values.get("--session")
+      return {
+        kind: "encryption",
+        op,
+        body: {
+          dek_id: numberArg("<dek_id>", rest[0]),
+          full_node_id: rest[1] as string,
+          local_epoch: numberArg("<local_epoch>", rest[2]),
+          ...(session === undefined ? {} : { session_id: session }),
+        },
+      }
+    }
+    case "rotate-dek":
+      allowOnly(what, [])
+      exactly(what, rest, 1)
+      if (rest[0] !== "storage" && rest[0] !== "raft")
+        throw new UsageError(`${what}: expected storage or raft, got ${JSON.stringify(rest[0])}`)
+      return { kind: "encryption", op, body: { purpose: rest[0] } }
+    case "retire-dek":
+      allowOnly(what, [])
+      exactly(what, rest, 1)
+      return { kind: "encryption", op, body: { key_id: numberArg("<key_id>", rest[0]) } }
+    case "rewrite": {
+      allowOnly(what, ["--rate", "--follow"])
+      exactly(what, rest, 0)
+      const rate = s.values.get("--rate")
+      return {
+        kind: "encryption",
+        op,
+        body: rate === undefined ? {} : { rate_mib_s: numberArg("--rate", rate) },
+        follow: s.flags.has("--follow"),
+      }
+    }
+    case "resync-sidecar":
+      allowOnly(what, [])
+      exactly(what, rest, 1)
+      return { kind: "encryption", op, body: { node: nodeArg(what, rest[0]) } }
   }
 }
 

@@ -6,17 +6,33 @@
 import { readFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { type NatsConnectError, natsLayer, request } from "@ekv/bus"
-import { type ApiError, clusterApi, kvApi, nodeApi, parsePrefix, type RequestError } from "@ekv/wire"
+import { Nats, type NatsConnectError, natsLayer, request } from "@ekv/bus"
+import {
+  ApiError,
+  clusterApi,
+  type EncryptionOpName,
+  type EncryptionStatus,
+  encryptionApi,
+  kvApi,
+  nodeApi,
+  parsePrefix,
+  type RequestError,
+} from "@ekv/wire"
 import { Cause, Effect, Exit, Result } from "effect"
+import { type HistoryEvent, readEvents, selectEvents } from "../encryption/eventHistory.ts"
 import { type Action, type BatchOp, parseCommand, USAGE, UsageError, type ValueSource } from "./args.ts"
 import { resolveConnection } from "./connection.ts"
 import {
+  renderBootstrap,
+  renderCapability,
   renderClusterStatus,
+  renderEncryptionStatus,
   renderError,
   renderGet,
   renderHealth,
+  renderHistory,
   renderScan,
+  renderSidecarState,
   renderSnapshots,
 } from "./render.ts"
 
@@ -66,9 +82,123 @@ interface Call {
   readonly body: unknown
   readonly human: (reply: never) => string
   readonly progress?: string
+  /** Print "still waiting" lines while the reply is outstanding (long fan-outs, resync). */
+  readonly tick?: boolean
 }
 
-const plan = (action: Exclude<Action, { kind: "help" }>, prefix: string): Call => {
+type EncryptionKey = keyof typeof encryptionApi
+const encryptionKey: Record<EncryptionOpName, EncryptionKey> = {
+  status: "status",
+  capability: "capability",
+  "sidecar-state": "sidecarState",
+  bootstrap: "bootstrap",
+  "register-writer": "registerWriter",
+  "rotate-dek": "rotateDek",
+  "rewrap-deks": "rewrapDeks",
+  "retire-dek": "retireDek",
+  "enable-storage-envelope": "enableStorageEnvelope",
+  "enable-raft-envelope": "enableRaftEnvelope",
+  "resync-sidecar": "resyncSidecar",
+  rewrite: "rewrite",
+}
+
+type EncryptionAction = Extract<Action, { kind: "encryption" }>
+
+const encryptionCall = (action: EncryptionAction, prefix: string): Call => {
+  const key = encryptionKey[action.op]
+  const endpoint = encryptionApi[key]
+  let text: string
+  if (action.bodyFile !== undefined) {
+    const t = action.bodyFile === "-" ? readFileSync(0, "utf8") : readText(action.bodyFile)
+    if (t === undefined) throw new UsageError(`${action.bodyFile}: no such file`)
+    text = t
+  } else text = JSON.stringify(action.body)
+  const decoded: Result.Result<unknown, RequestError> = (
+    endpoint.decodeRequest as (b: Uint8Array) => Result.Result<unknown, RequestError>
+  )(new TextEncoder().encode(text))
+  if (Result.isFailure(decoded)) throw new UsageError(`encryption ${action.op}: ${decoded.failure.message}`)
+  const base = { subject: `${prefix}.admin.encryption.${action.op}`, endpoint, body: decoded.success }
+  const index = (what: string) => (r: { index: number }) => `ok  ${what}  index ${r.index}`
+  switch (action.op) {
+    case "status":
+      return { ...base, human: renderEncryptionStatus as (r: never) => string }
+    case "capability":
+      return {
+        ...base,
+        human: renderCapability as (r: never) => string,
+        ...(action.body.node === undefined ? { progress: "polling every member's keystore..." } : {}),
+      }
+    case "sidecar-state":
+      return { ...base, human: renderSidecarState as (r: never) => string }
+    case "bootstrap":
+      return {
+        ...base,
+        human: renderBootstrap as (r: never) => string,
+        progress: "polling members, generating DEKs on the leader, proposing the bootstrap...",
+        tick: true,
+      }
+    case "register-writer":
+      return {
+        ...base,
+        human: (r: { index: number; outcome: string }) => `ok  ${r.outcome}  index ${r.index}`,
+      }
+    case "rotate-dek":
+      return {
+        ...base,
+        human: (r: { index: number; key_id: number }) =>
+          `ok  new ${String(action.body.purpose)} DEK ${r.key_id}  index ${r.index}`,
+        progress: "polling members, generating the DEK, proposing the rotation...",
+        tick: true,
+      }
+    case "rewrap-deks":
+      return {
+        ...base,
+        human: (r: { index: number; key_ids: ReadonlyArray<number> }) =>
+          `ok  rewrapped DEKs ${r.key_ids.join(", ")} under the next KEK  index ${r.index}`,
+        progress: "polling members for their next KEK, rewrapping on the leader...",
+        tick: true,
+      }
+    case "retire-dek":
+      return {
+        ...base,
+        human: index(`retired DEK ${String(action.body.key_id)}`),
+        progress: "checking every node's references to the key...",
+      }
+    case "enable-storage-envelope":
+      return {
+        ...base,
+        human: (r: { index: number; bootstrapped: boolean }) =>
+          `ok  storage envelope active${r.bootstrapped ? " (bootstrapped first)" : ""}  index ${r.index}`,
+        progress: "polling members, enabling the storage envelope...",
+        tick: true,
+      }
+    case "enable-raft-envelope":
+      return {
+        ...base,
+        human: (r: { index: number; cutover_index: number }) =>
+          `ok  raft envelope active from cutover index ${r.cutover_index}`,
+        progress: "polling members, enabling the raft envelope (the cutover waits for in-flight writes)...",
+        tick: true,
+      }
+    case "rewrite":
+      return {
+        ...base,
+        human: (r: { started: ReadonlyArray<string> }) =>
+          r.started.length === 0 ? "no node started a rewrite" : `rewrite started on ${r.started.join(", ")}`,
+        progress: "asking every member to re-seal its stored versions...",
+      }
+    case "resync-sidecar":
+      return {
+        ...base,
+        human: (r: { node: string; mode: string; raft_applied_index: number }) =>
+          `ok  ${r.node} resynced (${r.mode}); sidecar at index ${r.raft_applied_index}`,
+        progress: `resyncing ${String(action.body.node)}'s sidecar from the leader...`,
+        tick: true,
+      }
+  }
+}
+
+const plan = (action: Exclude<Action, { kind: "help" | "encryption-history" }>, prefix: string): Call => {
   const p = prefix
   switch (action.kind) {
     case "kv-put":
@@ -175,7 +305,7 @@ const plan = (action: Exclude<Action, { kind: "help" }>, prefix: string): Call =
                 : `snapshotting ${action.node}...`,
           }
       }
-      throw new UsageError(`unknown cluster command ${action.op}`)
+      throw new UsageError(`unknown cluster command ${(action as { op: string }).op}`)
     }
     case "node-health":
       return {
@@ -184,8 +314,83 @@ const plan = (action: Exclude<Action, { kind: "help" }>, prefix: string): Call =
         body: {},
         human: renderHealth as (r: never) => string,
       }
+    case "encryption":
+      return encryptionCall(action, p)
   }
 }
+
+/** Prints "... still waiting (Ns)" to stderr every 2 s until stopped. */
+const ticker = (label: string): (() => void) => {
+  const start = Date.now()
+  const t = setInterval(
+    () => console.error(`... ${label}: still waiting (${Math.round((Date.now() - start) / 1000)}s)`),
+    2_000,
+  )
+  return () => clearInterval(t)
+}
+
+const rewriteProgress = (s: EncryptionStatus): { readonly line: string; readonly done: boolean } => {
+  const parts = s.nodes.map((n) =>
+    n.rewrite === undefined
+      ? `${n.node} -`
+      : n.rewrite.done
+        ? `${n.node} done`
+        : `${n.node} ${Math.round(n.rewrite.progress * 100)}%`,
+  )
+  return {
+    line: `rewrite: ${parts.join("  ")}`,
+    done: s.nodes.every((n) => n.rewrite === undefined || n.rewrite.done),
+  }
+}
+
+/** After `rewrite --follow`: poll status every 2 s and print each node's progress until all are done. */
+const followRewrite = (prefix: string, timeoutMs: number) =>
+  Effect.gen(function* () {
+    for (;;) {
+      yield* Effect.sleep("2 seconds")
+      const s = yield* request(
+        `${prefix}.admin.encryption.status`,
+        encryptionApi.status.request,
+        encryptionApi.status.reply,
+        {},
+        { timeoutMs },
+      )
+      const p = rewriteProgress(s)
+      console.error(p.line)
+      if (p.done) return
+    }
+  })
+
+const historyJson = (events: ReadonlyArray<HistoryEvent>): string =>
+  JSON.stringify({ events: events.map((e) => ({ stream: e.stream, seq: e.seq, ...e.event })) }, null, 2)
+
+/** `encryption history`: the events stream, read with an ordered consumer (read-only). */
+const historyProgram = (
+  action: Extract<Action, { kind: "encryption-history" }>,
+  prefix: string,
+  asJson: boolean,
+): Effect.Effect<string, ApiError.ApiError, Nats> =>
+  Effect.flatMap(Effect.service(Nats), (nc) =>
+    Effect.tryPromise({
+      try: () =>
+        readEvents(nc, prefix, (read, total) => {
+          if (!asJson && total > 1000) console.error(`... read ${read} of ${total} events`)
+        }),
+      catch: (e) =>
+        new ApiError.Unavailable({
+          message: `cannot read the events stream: ${e instanceof Error ? e.message : String(e)}`,
+        }),
+    }).pipe(
+      Effect.map((all) => {
+        const events = selectEvents(all, {
+          node: action.node,
+          sinceIndex: action.sinceIndex,
+          limit: action.limit,
+        })
+        return asJson ? historyJson(events) : renderHistory(events)
+      }),
+    ),
+  )
 
 const jsonOf = (endpoint: AnyEndpoint, reply: unknown): string =>
   JSON.stringify(JSON.parse(new TextDecoder().decode(endpoint.encodeReply(reply as never))), null, 2)
@@ -196,7 +401,10 @@ type Outcome =
   | { readonly _tag: "NoConnection"; readonly error: NatsConnectError }
 
 export const run = async (argv: ReadonlyArray<string>): Promise<number> => {
-  let call: Call
+  let call: Call | undefined
+  let history: Extract<Action, { kind: "encryption-history" }> | undefined
+  let follow = false
+  let prefixValue = "ekv"
   let json: boolean
   let connection: ReturnType<typeof resolveConnection>
   let timeoutMs: number
@@ -215,7 +423,12 @@ export const run = async (argv: ReadonlyArray<string>): Promise<number> => {
       readFile: readText,
       defaultCredsFiles: [...new Set([resolve("data/operator.json"), join(repoRoot, "data/operator.json")])],
     })
-    call = plan(cmd.action, prefix.success)
+    prefixValue = prefix.success
+    if (cmd.action.kind === "encryption-history") history = cmd.action
+    else {
+      call = plan(cmd.action, prefix.success)
+      follow = cmd.action.kind === "encryption" && cmd.action.follow === true
+    }
   } catch (e) {
     if (e instanceof UsageError) {
       console.error(`ekv: ${e.message}\n(ekv --help for usage)`)
@@ -223,20 +436,26 @@ export const run = async (argv: ReadonlyArray<string>): Promise<number> => {
     }
     throw e
   }
-  if (call.progress !== undefined && !json) console.error(call.progress)
-  const program = request(
-    call.subject,
-    call.endpoint.request as never,
-    call.endpoint.reply as never,
-    call.body as never,
-    { timeoutMs },
-  ).pipe(
-    Effect.map(
-      (reply): Outcome => ({
-        _tag: "Ok",
-        text: json ? jsonOf(call.endpoint, reply) : call.human(reply as never),
-      }),
-    ),
+  const prefix = prefixValue
+  const asJson = json
+  let stopTicker: (() => void) | undefined
+  if (call !== undefined && call.progress !== undefined && !json) {
+    console.error(call.progress)
+    if (call.tick === true) stopTicker = ticker(call.subject.split(".").pop() ?? "request")
+  }
+  const one =
+    call !== undefined
+      ? ((c: Call) =>
+          request(c.subject, c.endpoint.request as never, c.endpoint.reply as never, c.body as never, {
+            timeoutMs,
+          }).pipe(
+            Effect.ensuring(Effect.sync(() => stopTicker?.())),
+            Effect.tap(() => (follow && !asJson ? followRewrite(prefix, timeoutMs) : Effect.void)),
+            Effect.map((reply) => (asJson ? jsonOf(c.endpoint, reply) : c.human(reply as never))),
+          ))(call)
+      : historyProgram(history as NonNullable<typeof history>, prefix, asJson)
+  const program = one.pipe(
+    Effect.map((text): Outcome => ({ _tag: "Ok", text })),
     Effect.catch((error: ApiError.ApiError) => Effect.succeed<Outcome>({ _tag: "Failed", error })),
     Effect.provide(natsLayer(connection.options)),
     Effect.catchTag("NatsConnectError", (error) => Effect.succeed<Outcome>({ _tag: "NoConnection", error })),
