@@ -160,7 +160,9 @@ export const status = (config: AdminConfig): Op<EncryptionStatus> =>
     const bus = yield* EncryptionBus
     const ctx = yield* leaderContext
     const answer = yield* answerOf(ctx.leader, config.statusTimeoutMs)
-    const gateOpen = leaderGate(ctx.leader, ctx.state.leader_capable, answer)._tag === "Open"
+    // ApplierNotReady (a leader still opening its session) does not make the cluster `disabled`.
+    const verdict = leaderGate(ctx.leader, ctx.state.leader_capable, answer)
+    const nodeCapable = verdict._tag === "Open" || verdict.reason === "ApplierNotReady"
     const results = yield* Effect.forEach(
       ctx.state.members,
       (m) =>
@@ -173,7 +175,7 @@ export const status = (config: AdminConfig): Op<EncryptionStatus> =>
       { concurrency: "unbounded" },
     )
     const byNode = new Map<string, NodeStatusReply>(results.filter((r) => r !== undefined))
-    return assembleStatus(ctx.state, gateOpen, byNode)
+    return assembleStatus(ctx.state, nodeCapable, byNode)
   })
 
 // ---- capability

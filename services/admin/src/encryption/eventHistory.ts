@@ -76,13 +76,17 @@ export const readEvents = async (
     throw e
   }
   if (total === 0) return []
-  const consumer = await jetstream(nc, { checkAPI: false }).consumers.get(s.events.stream, {
-    filter_subjects: [s.events.all],
-  })
+  // No subject filter: the stream holds only `<p>.events.>`, and multi-subject
+  // filters need nats-server 2.10 (the project runs 2.9).
+  const consumer = await jetstream(nc, { checkAPI: false }).consumers.get(s.events.stream)
   const out: HistoryEvent[] = []
   let read = 0
   for (;;) {
-    const batch = await consumer.fetch({ max_messages: 512, expires: 2_000 })
+    // Ask for no more than remain, so the last fetch does not wait out its expiry.
+    const batch = await consumer.fetch({
+      max_messages: Math.max(1, Math.min(512, total - read)),
+      expires: 2_000,
+    })
     let got = 0
     let done = false
     for await (const m of batch) {

@@ -5,15 +5,17 @@ import type { NodeStatusReply } from "@ekv/wire/consensus-admin-protocol"
 import { isBootstrapped, type LeaderState } from "./encryptionState.ts"
 
 /**
- * `disabled` — the leader's node is not encryption-capable; `capable` — it
- * is, no DEKs; `bootstrapped` — DEKs, storage envelope off;
- * `storage-envelope`; `raft-envelope` (a cutover index exists).
+ * `disabled` — the leader's node is not encryption-capable (its keystore
+ * says so, or does not answer); `capable` — it is, no DEKs; `bootstrapped` —
+ * DEKs, storage envelope off; `storage-envelope`; `raft-envelope` (a cutover
+ * index exists). A leader whose applier is merely not ready yet keeps the
+ * cluster's phase.
  */
-export const phaseOf = (state: LeaderState, leaderGateOpen: boolean): EncryptionPhase => {
+export const phaseOf = (state: LeaderState, leaderNodeCapable: boolean): EncryptionPhase => {
+  if (!leaderNodeCapable) return "disabled"
   if (state.raft_envelope_cutover_index > 0) return "raft-envelope"
   if (state.storage_envelope_active) return "storage-envelope"
-  if (isBootstrapped(state)) return "bootstrapped"
-  return leaderGateOpen ? "capable" : "disabled"
+  return isBootstrapped(state) ? "bootstrapped" : "capable"
 }
 
 type StatusNode = EncryptionStatus["nodes"][number]
@@ -36,10 +38,10 @@ const nodeView = (r: NodeStatusReply): StatusNode => ({
  */
 export const assembleStatus = (
   state: LeaderState,
-  leaderGateOpen: boolean,
+  leaderNodeCapable: boolean,
   nodeStatus: ReadonlyMap<string, NodeStatusReply>,
 ): EncryptionStatus => ({
-  phase: phaseOf(state, leaderGateOpen),
+  phase: phaseOf(state, leaderNodeCapable),
   active: { storage: state.active.storage, raft: state.active.raft },
   keys: state.keys.map((k) => ({
     key_id: k.key_id as EncryptionStatus["keys"][number]["key_id"],

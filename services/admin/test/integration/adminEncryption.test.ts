@@ -864,6 +864,7 @@ describe("ekv encryption history", () => {
       }),
     )
     const all = await cli(["encryption", "history"])
+    if (all.code !== 0) console.log(all.out, all.err)
     expect(all.code).toBe(0)
     expect(all.out).toMatch(/KIND\s+NODE\s+INDEX\s+OUTCOME\s+CODE/)
     expect(all.out).toMatch(/bootstrap\s+n1\s+6\s+applied/)
