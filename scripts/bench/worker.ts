@@ -159,5 +159,7 @@ process.on("message", (request: WorkerRequest) => {
   })()
 })
 
-// The coordinator going away (crash, Ctrl-C) ends this worker too.
+// The coordinator going away ends this worker too. A terminal's Ctrl-C reaches
+// the whole process group: the coordinator decides when workers stop.
 process.on("disconnect", () => process.exit(0))
+process.on("SIGINT", () => undefined)

@@ -59,11 +59,20 @@ export class PortAllocator {
   }
 }
 
+const TAIL_LINES = 40
+
+export interface ProcessLogs extends SupervisorOptions {
+  /** The last error-looking line a process printed (for a failure report), if any. */
+  lastError(name: string): string | undefined
+  close(): void
+}
+
 /** Supervisor options writing each process's lines to `<dir>/logs/<name>.log`. */
-export const logToFiles = (dir: string, say: (m: string) => void): SupervisorOptions & { close(): void } => {
+export const logToFiles = (dir: string, say: (m: string) => void): ProcessLogs => {
   const logs = join(dir, "logs")
   mkdirSync(logs, { recursive: true })
   const streams = new Map<string, WriteStream>()
+  const tails = new Map<string, string[]>()
   return {
     onLine: (name, line) => {
       let s = streams.get(name)
@@ -72,7 +81,17 @@ export const logToFiles = (dir: string, say: (m: string) => void): SupervisorOpt
         streams.set(name, s)
       }
       s.write(`${line}\n`)
+      const tail = tails.get(name) ?? []
+      tail.push(line)
+      if (tail.length > TAIL_LINES) tail.shift()
+      tails.set(name, tail)
     },
+    lastError: (name) =>
+      tails
+        .get(name)
+        ?.findLast((l) => /error|fatal|refus|panic/i.test(l))
+        ?.trim()
+        .slice(0, 300),
     onUnexpectedExit: (name, how) =>
       say(`${name} exited unexpectedly (${how}); see ${join(logs, `${name}.log`)}`),
     log: () => undefined,
