@@ -415,6 +415,17 @@ export const snapshotVersions = async (file: string): Promise<StoredVersion[]> =
   return out
 }
 
+/** The applied index the state machine persisted (`0x00 0x01` → BE u64), read from a copy; 0 when absent. */
+export const stateAppliedIndex = async (stateDir: string): Promise<number> => {
+  const dbDir = join(stateDir, "db")
+  if (!(await exists(dbDir))) return 0
+  return withLevelCopy(dbDir, "view", async (db) => {
+    const v = (await db.get(Uint8Array.of(0x00, 0x01))) as Uint8Array | undefined
+    if (v === undefined || v.length !== 8) return 0
+    return Number(new DataView(v.buffer, v.byteOffset, v.byteLength).getBigUint64(0))
+  })
+}
+
 export interface RaftLogEntry {
   readonly index: number
   readonly term: number

@@ -444,11 +444,13 @@ export class EkvSystem {
   async kill(proc: string, signal: NodeJS.Signals = "SIGKILL"): Promise<Exit | null> {
     const p = this.procs.get(proc)
     if (p === undefined) return null
+    // SIGKILL ends a stopped process as it is (it must not run another instruction);
+    // other signals need it running to be handled.
+    p.child.kill(signal)
     if (p.paused) {
       p.child.kill("SIGCONT")
       p.paused = false
     }
-    p.child.kill(signal)
     const timer = setTimeout(() => p.child.kill("SIGKILL"), 10_000)
     const exit = await p.exited
     clearTimeout(timer)
@@ -474,6 +476,35 @@ export class EkvSystem {
     if (p === undefined) throw new Error(`${proc} is not running`)
     p.child.kill("SIGCONT")
     p.paused = false
+  }
+
+  /**
+   * Slows `proc` down without stopping it: SIGSTOP for `stopMs`, SIGCONT for
+   * `runMs`, repeatedly, until the returned function is called (which leaves
+   * it running). Widens windows such as "the keystore is applying entry i".
+   */
+  throttle(proc: string, runMs: number, stopMs: number): () => void {
+    const p = this.procs.get(proc)
+    if (p === undefined) throw new Error(`${proc} is not running`)
+    let on = true
+    const loop = async () => {
+      while (on && this.procs.get(proc) === p) {
+        p.child.kill("SIGSTOP")
+        p.paused = true
+        await sleep(stopMs)
+        p.child.kill("SIGCONT")
+        p.paused = false
+        await sleep(runMs)
+      }
+    }
+    void loop()
+    return () => {
+      on = false
+      if (this.procs.get(proc) === p) {
+        p.child.kill("SIGCONT")
+        p.paused = false
+      }
+    }
   }
 
   /** SIGKILL (if running), then start again; `env` is a one-off addition (see setEnv for lasting ones). */
@@ -585,6 +616,16 @@ export class EkvSystem {
         inboxPrefix: "_INBOX.operator",
       })
     return this.nc
+  }
+
+  /** A separate operator connection (e.g. one per concurrent client); the caller closes it. */
+  operatorConnection(): Promise<NatsConnection> {
+    return connect({
+      servers: this.nats.servers,
+      user: "operator",
+      pass: this.passwords.operator ?? "",
+      inboxPrefix: "_INBOX.operator",
+    })
   }
 
   /** A JSON request as the operator; the reply decoded (error replies as `{ ok: false }`). */

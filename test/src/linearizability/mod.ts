@@ -1,0 +1,5 @@
+export * from "./checker.ts"
+export * from "./history.ts"
+export * from "./model.ts"
+export * from "./render.ts"
+export * from "./simulate.ts"
