@@ -157,7 +157,7 @@ export class EncryptionHandlers {
     const exp = await node.withApplyPaused(() => this.c.rt.keystore.exportState()).catch(() => null)
     const es = this.c.rt.state
     const members = [
-      ...st.members.map((m) => ({ node: m.node, role: m.role, full_node_id: fullNodeId(m.node).toString() })),
+      ...st.members.map((m) => ({ node: m.node, role: m.role, full_node_id: fullNodeId(m.node) })),
     ]
     const pending =
       this.inFlight !== null && this.inFlight !== Number.MAX_SAFE_INTEGER && this.inFlight > st.appliedIndex
@@ -185,7 +185,7 @@ export class EncryptionHandlers {
       registry: (exp?.writers ?? []).map((w) => ({
         dek_id: w.dek_id,
         node_id16: w.node_id16,
-        full_node_id: w.full_node_id,
+        full_node_id: BigInt(w.full_node_id),
         first_seen_local_epoch: w.first_seen_local_epoch,
         last_seen_local_epoch: w.last_seen_local_epoch,
       })) as never,
