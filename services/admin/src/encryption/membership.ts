@@ -37,7 +37,21 @@ export const admitCandidate = (
 ): Effect.Effect<void, ApiError.ApiError, Services> =>
   Effect.gen(function* () {
     const bus = yield* EncryptionBus
-    const ctx = yield* leaderContext
+    const found = yield* leaderContext.pipe(
+      Effect.map((ctx) => ({ _tag: "State" as const, ctx })),
+      // leaderContext already retried with a fresh leader. A leader that serves
+      // cluster status but nothing on its encryption subjects has no encryption
+      // support, hence no DEKs: membership is not gated.
+      Effect.catchIf(
+        (e) => e._tag === "Unavailable" && e.details?.reason === "NoResponders",
+        (e) =>
+          Effect.logWarning(`no encryption state from the leader (${e.message}); membership not gated`).pipe(
+            Effect.as({ _tag: "NoEncryption" as const }),
+          ),
+      ),
+    )
+    if (found._tag === "NoEncryption") return
+    const ctx = found.ctx
     const keys = unretiredKeys(ctx.state)
     if (keys.length === 0) return
     const expected = ctx.state.members.find((m) => m.node === node)?.full_node_id ?? fullNodeIdOf(node)
