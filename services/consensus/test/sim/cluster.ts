@@ -408,10 +408,31 @@ export class Simulation {
       this.crashNode(n)
       return
     }
+    this.checkDurableBeforeSend(n, rd.messages)
     for (const m of rd.messages) this.net.push(m)
     n.applyQueue.push(...rd.committedEntries)
     this.checkReadStates(n, rd)
     rn.advance(rd)
+  }
+
+  /** Nothing a message promises may run ahead of what is on disk (term, vote, acknowledged entries). */
+  private checkDurableBeforeSend(n: SimNode, msgs: readonly Message[]): void {
+    const d = n.durable
+    const hs = d.hardState
+    const last = d.snapshot.meta.index + d.entries.length
+    for (const m of msgs) {
+      if (m.type !== "PreVote" && m.type !== "PreVoteResp" && m.term > hs.term)
+        this.fail(`durability: ${n.id} sends ${m.type} at term ${m.term} with term ${hs.term} on disk`)
+      // (A later term on disk also rules out voting again in an earlier one.)
+      if (m.type === "VoteResp" && !m.reject && hs.term === m.term && hs.vote !== m.to)
+        this.fail(
+          `durability: ${n.id} grants its vote to ${m.to} in term ${m.term}, disk says ${hs.term}/${hs.vote}`,
+        )
+      if (m.type === "Vote" && hs.term === m.term && hs.vote !== n.id)
+        this.fail(`durability: ${n.id} campaigns in term ${m.term}, disk says ${hs.term}/${hs.vote}`)
+      if (m.type === "AppResp" && !m.reject && m.index > last)
+        this.fail(`durability: ${n.id} acknowledges ${m.index} with ${last} on disk`)
+    }
   }
 
   private installSnapshot(n: SimNode, s: Snapshot): void {

@@ -32,22 +32,64 @@ describe("leader election", () => {
   })
 
   it("a candidate with a stale log loses: votes need an up-to-date log", () => {
-    const h = new Harness(["n1", "n2", "n3"])
+    const h = new Harness(["n1", "n2", "n3"], { jitter: { n2: 0.5 } })
     h.elect("n1")
     h.isolate("n3")
     h.propose("n1", "x")
     h.stabilize()
     h.heal()
-    // n3 lacks entry 3: neither a pre-vote nor a vote is granted to it.
     h.crash("n1")
-    h.tick("n2", 1) // keep n2's clock away from its timeout
+    h.tick("n2", 10) // n2's lease on n1 runs out (its own timeout is 15)
+    // n3 lacks entry 3: n2 refuses its pre-vote (and would refuse a vote).
     h.campaign("n3")
     h.stabilize()
+    expect(h.lines).toContain("  n2->n3 PreVoteResp term=2 REJECT")
     expect(h.rn("n3").raft.role).not.toBe(Role.Leader)
     expect(h.rn("n3").raft.term).toBe(2) // the pre-vote failed: no term was burnt
     h.campaign("n2")
     h.stabilize()
     expect(h.leader()).toBe("n2")
+  })
+
+  it("without pre-vote too, a vote needs an up-to-date log", () => {
+    const h = new Harness(["n1", "n2", "n3"], { preVote: false, jitter: { n2: 0.5 } })
+    h.elect("n1")
+    h.isolate("n3")
+    h.propose("n1", "x")
+    h.stabilize()
+    h.heal()
+    h.crash("n1")
+    h.tick("n2", 10)
+    h.campaign("n3")
+    h.stabilize()
+    expect(h.lines).toContain("  n2->n3 VoteResp term=3 REJECT")
+    expect(h.rn("n3").raft.role).not.toBe(Role.Leader)
+  })
+
+  it("a vote granted in a term the voter had already reached is persisted before the grant is sent", () => {
+    const h = new Harness(["n1", "n2", "n3", "n4"], { preVote: false, checkQuorum: false })
+    h.elect("n4")
+    h.isolate("n2")
+    h.propose("n4", "x") // n2 stays stale
+    h.stabilize()
+    h.heal()
+    h.crash("n4")
+    // n2 (stale) and n1 campaign in term 3; n2's request reaches n3 first and is refused.
+    h.dropIf = (m) => m.type === "Vote" && m.to !== "n3"
+    h.campaign("n2")
+    h.stabilize()
+    expect(h.node("n3").store.hardState).toMatchObject({ term: 3, vote: null })
+    h.heal()
+    h.rn("n1").campaign()
+    h.dropIf = (m) => m.type === "Vote" && m.from === "n1" && m.to !== "n3"
+    const rd = h.processReady("n1")
+    expect(rd.hardState).toMatchObject({ term: 3, vote: "n1" })
+    h.deliverOne()
+    h.deliverOne()
+    const v = h.processReady("n3")
+    expect(v.messages).toMatchObject([{ type: "VoteResp", to: "n1", reject: false }])
+    expect(v.hardState).toMatchObject({ term: 3, vote: "n1" })
+    expect(h.node("n3").store.hardState.vote).toBe("n1")
   })
 
   it("pre-vote: a partitioned node does not inflate its term, and rejoining does not disrupt the leader", async () => {
