@@ -470,17 +470,24 @@ export const enableStorageEnvelope = (config: AdminConfig): Op<EnableStorageEnve
       const index = yield* storageEnvelopeIndex(ctx.state)
       return { index, bootstrapped: false }
     }
-    const polled = yield* requireMemberPoll(ctx, config)
     let bootstrapped = false
-    if (!isBootstrapped(ctx.state)) {
+    if (isBootstrapped(ctx.state)) {
+      const missing = unregisteredMembers(ctx.state, ctx.state.active.storage)
+      if (missing.length > 0)
+        return yield* Effect.fail(memberNotRegistered(ctx.state.active.storage, missing))
+      yield* requireMemberPoll(ctx, config)
+    } else {
+      const polled = yield* requireMemberPoll(ctx, config)
       const clash = memberIdClash(ctx.state.members)
       if (clash !== undefined) return yield* Effect.fail(clash)
       yield* proposeBootstrap(ctx, discoveredBatch(polled))
       bootstrapped = true
       ctx = yield* leaderContext
+      // The batch registered every member; a member added meanwhile would not be.
+      const missing = unregisteredMembers(ctx.state, ctx.state.active.storage)
+      if (missing.length > 0)
+        return yield* Effect.fail(memberNotRegistered(ctx.state.active.storage, missing))
     }
-    const missing = unregisteredMembers(ctx.state, ctx.state.active.storage)
-    if (missing.length > 0) return yield* Effect.fail(memberNotRegistered(ctx.state.active.storage, missing))
     const reply = yield* propose(
       ctx,
       { tag: Tag.Control, control: { kind: "enable-storage-envelope" } },
