@@ -864,7 +864,6 @@ describe("ekv encryption history", () => {
       }),
     )
     const all = await cli(["encryption", "history"])
-    if (all.code !== 0) console.log(all.out, all.err)
     expect(all.code).toBe(0)
     expect(all.out).toMatch(/KIND\s+NODE\s+INDEX\s+OUTCOME\s+CODE/)
     expect(all.out).toMatch(/bootstrap\s+n1\s+6\s+applied/)
@@ -884,6 +883,26 @@ describe("ekv encryption history", () => {
     expect(n1.code).toBe(0)
     const events = JSON.parse(n1.out) as { events: Array<{ index: number; kind: string }> }
     expect(events.events.map((e) => [e.index, e.kind])).toEqual([[9, "rotate-dek"]])
+    // enable-storage-envelope on an active cluster whose leader does not say
+    // at which index: the admin service finds it in the stream.
+    await js.publish(
+      "ekv.events.encryption.n1",
+      JSON.stringify({
+        cluster_id: CLUSTER_ID,
+        node: "n1",
+        index: 15,
+        kind: "enable-storage-envelope",
+        key_ids: [],
+        outcome: "applied",
+        at,
+      }),
+      { msgID: encryptionEventMsgId(CLUSTER_ID, "n1", 15) },
+    )
+    world = bootstrapped()
+    world.storageActive = true
+    const again = await enc("enable-storage-envelope")
+    expect(again).toEqual({ code: "", body: { index: 15, bootstrapped: false } })
+    expect(proposals).toEqual([])
     // The operator may not delete what it reads.
     const opJsm = await jetstreamManager(operator)
     await expect(opJsm.streams.delete("EKV_EVENTS")).rejects.toThrow()
