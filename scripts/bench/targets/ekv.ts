@@ -5,20 +5,66 @@
 // (CONTRACT §3): plaintext (encryption disabled), storage-envelope
 // (`enable-storage-envelope`), raft-envelope (then `enable-raft-envelope`).
 import { connect, type NatsConnection } from "@nats-io/transport-node"
-import { clusterPlan, PREFIX, prepareBus, Supervisor, waitForLeader } from "../../localCluster.ts"
-import { ensureCommand, type RunningTarget, type TargetContext, versionLine } from "./target.ts"
+import { clusterPlan, NODES, PREFIX, prepareBus, Supervisor, waitForLeader } from "../../localCluster.ts"
+import { ensureCommand, type RunningTarget, sleep, type TargetContext, versionLine } from "./target.ts"
 
 export type EkvPhase = "plaintext" | "storage" | "raft"
 
 const LEADER_TIMEOUT_MS = 60_000
 const ADMIN_TIMEOUT_MS = 60_000
+const ADMIN_RETRY_MS = 30_000
+const HEALTH_TIMEOUT_MS = 60_000
 
 /** The phase could not be reached: the report says "unavailable: <reason>". */
-export class PhaseUnavailable extends Error {}
+export class PhaseUnavailable extends Error {
+  /** Worth retrying for a while (ADMIN_RETRY_MS). */
+  readonly transient: boolean
+  constructor(message: string, transient = false) {
+    super(message)
+    this.transient = transient
+  }
+}
 
 const dec = new TextDecoder()
 
+/** Waits until every node's health says consensus and keystore are ok (its startup registration committed, CONTRACT §4). */
+const waitForHealthy = async (nc: NatsConnection, timeoutMs: number): Promise<void> => {
+  const deadline = Date.now() + timeoutMs
+  let last = ""
+  for (const node of NODES) {
+    for (;;) {
+      try {
+        const m = await nc.request(`${PREFIX}.node.${node}.health`, "{}", { timeout: 5_000 })
+        const h = JSON.parse(dec.decode(m.data)) as { consensus?: string; keystore?: string }
+        if (h.consensus === "ok" && h.keystore === "ok") break
+        last = dec.decode(m.data)
+      } catch (e) {
+        last = e instanceof Error ? e.message : String(e)
+      }
+      if (Date.now() > deadline)
+        throw new PhaseUnavailable(`${node} not healthy within ${timeoutMs / 1000}s: ${last}`)
+      await sleep(250)
+    }
+  }
+}
+
+/** Transient refusals right after start: no leader yet, or its applier not ready. */
+const transient = (code: string, body: string): boolean =>
+  code === "503" || (code === "412" && body.includes('"ApplierNotReady"'))
+
 const adminRequest = async (nc: NatsConnection, subject: string): Promise<Record<string, unknown>> => {
+  const deadline = Date.now() + ADMIN_RETRY_MS
+  for (;;) {
+    try {
+      return await adminRequestOnce(nc, subject)
+    } catch (e) {
+      if (!(e instanceof PhaseUnavailable && e.transient) || Date.now() > deadline) throw e
+      await sleep(500)
+    }
+  }
+}
+
+const adminRequestOnce = async (nc: NatsConnection, subject: string): Promise<Record<string, unknown>> => {
   let m: Awaited<ReturnType<NatsConnection["request"]>>
   try {
     m = await nc.request(`${PREFIX}.${subject}`, "{}", { timeout: ADMIN_TIMEOUT_MS })
@@ -27,7 +73,7 @@ const adminRequest = async (nc: NatsConnection, subject: string): Promise<Record
   }
   const code = m.headers?.get("Nats-Service-Error-Code") ?? ""
   const text = dec.decode(m.data)
-  if (code !== "") throw new PhaseUnavailable(`${subject}: ${code} ${text}`)
+  if (code !== "") throw new PhaseUnavailable(`${subject}: ${code} ${text}`, transient(code, text))
   try {
     return JSON.parse(text) as Record<string, unknown>
   } catch {
@@ -56,6 +102,7 @@ export const startEkv = async (ctx: TargetContext, phase: EkvPhase): Promise<Run
       inboxPrefix: "_INBOX.operator",
     })
     try {
+      await waitForHealthy(nc, HEALTH_TIMEOUT_MS)
       if (phase !== "plaintext") {
         const r = await adminRequest(nc, "admin.encryption.enable-storage-envelope")
         facts["enable-storage-envelope"] = JSON.stringify(r)
