@@ -17,6 +17,8 @@ const INIT_TIMEOUT_MS = 30_000
 /** A run may take its duration plus this much (the last requests, slow timeouts). */
 const RUN_GRACE_MS = 30_000
 const MAX_OPS_PER_WORKER = 5_000_000
+/** A client process busier than this share of a core is the bottleneck, not the server. */
+export const CLIENT_BOUND_SHARE = 0.85
 
 export interface RunSpec {
   readonly op: "put" | "get"
@@ -122,27 +124,38 @@ export const split = (total: number, parts: number): number[] => {
 }
 
 export class LoadGenerator {
-  private readonly workers: WorkerProcess[]
+  private readonly workers: WorkerProcess[] = []
+  private readonly client: ClientConfig
 
-  private constructor(workers: WorkerProcess[]) {
-    this.workers = workers
+  private constructor(client: ClientConfig) {
+    this.client = client
   }
 
   /** Forks `count` workers, each connected to the target. */
   static async start(client: ClientConfig, count: number): Promise<LoadGenerator> {
-    const workers = Array.from({ length: count }, (_, i) => new WorkerProcess(`worker ${i + 1}`))
-    const g = new LoadGenerator(workers)
-    try {
-      await Promise.all(workers.map((w) => w.ask({ type: "init", client }, INIT_TIMEOUT_MS)))
-    } catch (e) {
-      g.kill()
-      throw e
-    }
+    const g = new LoadGenerator(client)
+    await g.ensure(count)
     return g
   }
 
   get size(): number {
     return this.workers.length
+  }
+
+  /** Forks more workers until there are `count`. */
+  async ensure(count: number): Promise<void> {
+    const added: WorkerProcess[] = []
+    while (this.workers.length < count) {
+      const w = new WorkerProcess(`worker ${this.workers.length + 1}`)
+      this.workers.push(w)
+      added.push(w)
+    }
+    try {
+      await Promise.all(added.map((w) => w.ask({ type: "init", client: this.client }, INIT_TIMEOUT_MS)))
+    } catch (e) {
+      this.kill()
+      throw e
+    }
   }
 
   /** Writes keys `<keyPrefix>.0 .. <keyPrefix>.<count-1>` (for gets), spread over the workers. */

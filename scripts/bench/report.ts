@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, freemem, loadavg, release, totalmem } from "node:os"
 import { dirname } from "node:path"
-import type { RunResult } from "./loadgen.ts"
+import { CLIENT_BOUND_SHARE, type RunResult } from "./loadgen.ts"
 import type { TargetName } from "./targets/target.ts"
 import { versionLine } from "./targets/target.ts"
 
@@ -135,7 +135,7 @@ export const runRow = (r: RunResult): string[] => [
   fmt(r.p999, 2),
   String(r.errors),
   fmt(r.clientCpuUsPerOp, 0),
-  `${fmt(r.clientCpuMaxShare * 100, 0)}%${r.clientCpuMaxShare > 0.9 ? " (client-bound?)" : ""}`,
+  `${fmt(r.clientCpuMaxShare * 100, 0)}%${r.clientCpuMaxShare > CLIENT_BOUND_SHARE ? " (client-bound?)" : ""}`,
   fmt(r.serverCpuUsPerOp, 0),
 ]
 

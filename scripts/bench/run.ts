@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { root } from "../localCluster.ts"
-import { LoadGenerator, type RunResult } from "./loadgen.ts"
+import { CLIENT_BOUND_SHARE, LoadGenerator, type RunResult } from "./loadgen.ts"
 import {
   type BenchResults,
   formatDurability,
@@ -55,7 +55,9 @@ const usage = `usage: npm run bench -- [options]
   --get-concurrency L   concurrent linearizable gets (default 64; "none" skips gets)
   --value-size LIST     value sizes in bytes for puts and gets (default 256,4096)
   --workers N|auto      load generator processes (default auto: up to 4, one per 8 concurrent
-                        etcd requests or per 32 NATS requests)
+                        etcd requests or per 32 NATS requests; a point whose busiest client
+                        process used over 85% of a core runs again with twice as many, up to 8,
+                        while that raises throughput; the best run is reported)
   --get-keys N          keys written before the gets and read at random (default 1000)
   --json FILE           where the JSON results go (default bench-results/<timestamp>.json)
   --keep                keep the run directory (data and process logs) afterwards
@@ -163,6 +165,8 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
   return o
 }
 
+const MAX_AUTO_WORKERS = 8
+
 /** Load generator processes for one point: the etcd client costs several times more CPU per request. */
 const workersFor = (options: Options, target: TargetName, concurrency: number): number => {
   if (options.workers !== "auto") return Math.min(options.workers, concurrency)
@@ -234,20 +238,36 @@ const benchTarget = async (
     const measure = async (
       spec: Omit<Parameters<LoadGenerator["run"]>[0], "workers" | "warmupMs" | "durationMs">,
     ) => {
-      if (interrupted || generator === null) return
-      const r = await generator.run(
-        {
-          ...spec,
-          warmupMs,
-          durationMs: options.durationMs,
-          workers: workersFor(options, name, spec.concurrency),
-        },
-        target.serverPids,
-      )
-      runs.push(r)
-      say(
-        `${name}: ${r.op} ${r.valueSize} B c=${r.concurrency}: ${r.opsPerSec.toFixed(0)} ops/s, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors`,
-      )
+      let workers = workersFor(options, name, spec.concurrency)
+      let best: RunResult | null = null
+      for (;;) {
+        if (interrupted || generator === null) break
+        await generator.ensure(workers)
+        const r = await generator.run(
+          { ...spec, warmupMs, durationMs: options.durationMs, workers },
+          target.serverPids,
+        )
+        say(
+          `${name}: ${r.op} ${r.valueSize} B c=${r.concurrency} (${r.workers} procs): ${r.opsPerSec.toFixed(0)} ops/s, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors, busiest client process ${(r.clientCpuMaxShare * 100).toFixed(0)}% of a core`,
+        )
+        const improved = best === null || r.opsPerSec > best.opsPerSec * 1.05
+        if (best === null || r.opsPerSec > best.opsPerSec) best = r
+        // A client process near a full core measures the client: with --workers auto the point
+        // runs again (fresh keys) with twice the processes while that helps; the best run counts.
+        const more = Math.min(MAX_AUTO_WORKERS, spec.concurrency, workers * 2)
+        if (
+          options.workers !== "auto" ||
+          !improved ||
+          r.clientCpuMaxShare <= CLIENT_BOUND_SHARE ||
+          more <= workers
+        ) {
+          break
+        }
+        say(`${name}: client-bound; again with ${more} processes`)
+        workers = more
+        if (spec.op === "put") spec = { ...spec, keyPrefix: `${spec.keyPrefix}.p${more}` }
+      }
+      if (best !== null) runs.push(best)
     }
     for (const valueSize of options.valueSizes) {
       for (const concurrency of options.concurrency) {
