@@ -9,7 +9,7 @@
 import { Schema } from "effect"
 import { RejectionCodeSchema } from "./codes.ts"
 import { EncryptionEventKind } from "./events.ts"
-import { ClusterIdOrEmpty, FullNodeId, KeyIdString, LocalEpoch, MemberRole, NodeId } from "./ids.ts"
+import { ClusterIdOrEmpty, FullNodeId, KekId, KeyIdString, LocalEpoch, MemberRole, NodeId } from "./ids.ts"
 import { HaltedInfo, RegistryRow } from "./reports.ts"
 
 const Int = Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
@@ -27,6 +27,8 @@ export const EncryptionOp = {
   propose: "propose",
   /** leader: new KEK-wrapped DEKs from the leader's keystore. */
   generateDek: "generate-dek",
+  /** leader: every unretired DEK wrapped under the next KEK by the leader's keystore (SPEC.md §4.4). */
+  rewrapDeks: "rewrap-deks",
   /** leader: the applied encryption state, as the leader sees it. */
   state: "state",
   /** leader: per-DEK epoch floors for a node (SPEC.md §6). */
@@ -81,6 +83,25 @@ export const GenerateDekReply = Schema.Struct({
   deks: Schema.Array(Schema.Struct({ purpose: Purpose, key_id: KeyIdNum, wrapped: Bytes })),
 })
 
+/**
+ * `rewrap-deks`: the leader's keystore unwraps every unretired DEK with its
+ * current KEK and wraps it under its next KEK `next_kek_id`, returning only
+ * the new wraps for the admin's 0x05 rewrap-deks entry. The keystore's
+ * FailedPrecondition passes through (keystoreProtocol.ts RewrapRequest).
+ */
+export const RewrapDeksRequest = Schema.Struct({ next_kek_id: KekId })
+export const RewrapDeksReply = Schema.Struct({
+  next_kek_id: KekId,
+  wraps: Schema.Array(Schema.Struct({ key_id: KeyIdNum, wrapped: Bytes })),
+})
+export type RewrapDeksReply = typeof RewrapDeksReply.Type
+
+/** A registry row with the index of the entry that last wrote it (register-writer's `unchanged`). */
+export const StateRegistryRow = Schema.Struct({
+  ...RegistryRow.fields,
+  raft_index: Schema.optional(Int),
+})
+
 /** A member as the leader's applied configuration has it. */
 export const StateMember = Schema.Struct({ node: NodeId, role: MemberRole, full_node_id: FullNodeId })
 
@@ -110,7 +131,9 @@ export const StateReply = Schema.Struct({
       retired: Schema.Boolean,
     }),
   ),
-  registry: Schema.Array(RegistryRow),
+  registry: Schema.Array(StateRegistryRow),
+  /** Index at which enable-storage-envelope applied (0 or absent: never / not recorded). */
+  storage_envelope_index: Schema.optional(Int),
   members: Schema.Array(StateMember),
 })
 export type StateReply = typeof StateReply.Type

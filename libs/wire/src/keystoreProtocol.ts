@@ -5,7 +5,7 @@
 import { Schema } from "effect"
 import { RejectionCodeSchema } from "./codes.ts"
 import { EncryptionEventKind } from "./events.ts"
-import { ClusterId, FullNodeId, KeyIdString, LocalEpoch, NodeId, SessionId } from "./ids.ts"
+import { ClusterId, FullNodeId, KekId, KeyIdString, LocalEpoch, NodeId, SessionId } from "./ids.ts"
 
 const Int = Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
 const KeyIdNum = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
@@ -140,6 +140,22 @@ export const GenerateDekRequest = Schema.Struct({
 export const GenerateDekReply = Schema.Struct({
   deks: Schema.Array(Schema.Struct({ purpose: Purpose, key_id: KeyIdNum, wrapped: Bytes })),
 })
+
+/**
+ * `rewrap`: every unretired DEK unwrapped with the current KEK and wrapped
+ * under the loaded next KEK (EKV_KEK_NEXT_FILE), which must be `next_kek_id`;
+ * only the new wraps leave the keystore, for the leader's 0x05 rewrap-deks
+ * entry (SPEC.md §4.4, §5). Refusals are FailedPrecondition: `KekNextMismatch`
+ * when no next KEK is loaded or it is another (details: `next_kek_id`,
+ * `loaded_next_kek_id` or null), `KekNotConfigured` without a current KEK,
+ * `NotBootstrapped` without DEKs. A current KEK that fails to unwrap → Halted.
+ */
+export const RewrapRequest = Schema.Struct({ next_kek_id: KekId })
+export const RewrapReply = Schema.Struct({
+  next_kek_id: KekId,
+  wraps: Schema.Array(Schema.Struct({ key_id: KeyIdNum, wrapped: Bytes })),
+})
+export type RewrapReply = typeof RewrapReply.Type
 
 /** `sidecar-state`: this keystore's SidecarStateReport (CONTRACT.md §3). */
 export const SidecarStateRequest = Schema.Struct({ caller_full_node_id: Schema.optional(FullNodeId) })

@@ -42,6 +42,7 @@ export const KeystoreOp = {
   export: "export",
   restore: "restore",
   generateDek: "generate-dek",
+  rewrap: "rewrap",
   sidecarState: "sidecar-state",
   resync: "resync",
 } as const
@@ -170,6 +171,7 @@ const build = (p: string) => {
           export: ks("export"),
           restore: ks("restore"),
           generateDek: ks("generate-dek"),
+          rewrap: ks("rewrap"),
           sidecarState: ks("sidecar-state"),
           resync: ks("resync"),
         },

@@ -39,6 +39,8 @@ import {
   RestoreRequest,
   ResyncReply,
   ResyncRequest,
+  RewrapReply,
+  RewrapRequest,
   SessionReply,
   SessionRequest,
   SidecarStateRequest,
@@ -53,6 +55,7 @@ import {
   restoreState,
   sidecarState,
 } from "./encryptionState.ts"
+import { rewrapDeks } from "./kekRewrap.ts"
 import type { KeystoreMetrics } from "./keystoreMetrics.ts"
 import { appliedIndex } from "./keystoreState.ts"
 import { ResyncFailed, type ResyncSource, resync } from "./resync.ts"
@@ -309,6 +312,33 @@ export const serveKeystore = (
                 message: e.message,
                 details: { reason: ApiError.PreconditionReason.KekNotConfigured },
               }),
+          ),
+        ),
+    })
+
+    // KEK rotation's wraps (SPEC.md §4.4): only the next KEK's wraps are sent.
+    yield* serveSubject({
+      subject: sub.rewrap,
+      request: RewrapRequest,
+      reply: RewrapReply,
+      handler: (req) =>
+        rewrapDeks(state, req.next_kek_id).pipe(
+          Effect.map((wraps) => ({
+            next_kek_id: req.next_kek_id,
+            wraps: wraps.map((w) => ({ key_id: w.keyId, wrapped: w.wrapped })),
+          })),
+          Effect.mapError((e) =>
+            e._tag === "RewrapRefused"
+              ? new ApiError.FailedPrecondition({
+                  message: e.message,
+                  details: {
+                    reason: e.reason,
+                    ...(e.reason === "KekNextMismatch"
+                      ? { next_kek_id: req.next_kek_id, loaded_next_kek_id: e.loadedNextKekId ?? null }
+                      : {}),
+                  },
+                })
+              : halted(e),
           ),
         ),
     })

@@ -3,7 +3,7 @@
 // @ekv/wire/consensus-admin-protocol), each node's keystore capability
 // (`<p>.node.<n>.capability`) and its resync (`<p>.internal.<n>.keystore.resync`).
 import { Nats, request } from "@ekv/bus"
-import { type ApiError, CapabilityReport, EmptyRequest, KekId, SidecarStateReport, subjects } from "@ekv/wire"
+import { type ApiError, CapabilityReport, EmptyRequest, SidecarStateReport, subjects } from "@ekv/wire"
 import {
   EncryptionOp,
   GenerateDekReply,
@@ -12,32 +12,16 @@ import {
   NodeStatusRequest,
   ProposeReply,
   ProposeRequest,
+  RewrapDeksReply,
+  RewrapDeksRequest,
   RewriteReply,
   RewriteRequest,
   StateRequest,
 } from "@ekv/wire/consensus-admin-protocol"
 import { ResyncReply, ResyncRequest, SidecarStateRequest } from "@ekv/wire/keystore-protocol"
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer, type Schema } from "effect"
 import type { AdminConfig } from "../config.ts"
 import { LeaderState } from "./encryptionState.ts"
-
-const KeyIdNum = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
-
-/**
- * `<p>.internal.<leader>.admin.encryption.rewrap-deks` — NOT in
- * consensus-admin-protocol yet: the leader's keystore unwraps every unretired
- * DEK with its current KEK and wraps it under the next KEK `next_kek_id`
- * (its EKV_KEK_NEXT_FILE), returning only the new wraps, which the admin
- * service puts into the 0x05 rewrap-deks entry (SPEC.md §4.4). The
- * keystore's generate-dek cannot do this (it only makes new DEKs).
- */
-export const RewrapOp = "rewrap-deks"
-export const RewrapWrapsRequest = Schema.Struct({ next_kek_id: KekId })
-export const RewrapWrapsReply = Schema.Struct({
-  next_kek_id: KekId,
-  wraps: Schema.Array(Schema.Struct({ key_id: KeyIdNum, wrapped: Schema.Uint8ArrayFromBase64 })),
-})
-export type RewrapWrapsReply = typeof RewrapWrapsReply.Type
 
 export interface EncryptionBusShape {
   readonly state: (leader: string) => Effect.Effect<LeaderState, ApiError.ApiError>
@@ -49,7 +33,7 @@ export interface EncryptionBusShape {
   readonly rewrapWraps: (
     leader: string,
     nextKekId: string,
-  ) => Effect.Effect<RewrapWrapsReply, ApiError.ApiError>
+  ) => Effect.Effect<RewrapDeksReply, ApiError.ApiError>
   readonly sidecarState: (
     leader: string,
     caller: bigint | undefined,
@@ -99,7 +83,13 @@ export const makeEncryptionBus = (config: AdminConfig): Effect.Effect<Encryption
           write,
         ),
       rewrapWraps: (leader, nextKekId) =>
-        call(enc(leader, RewrapOp), RewrapWrapsRequest, RewrapWrapsReply, { next_kek_id: nextKekId }, write),
+        call(
+          enc(leader, EncryptionOp.rewrapDeks),
+          RewrapDeksRequest,
+          RewrapDeksReply,
+          { next_kek_id: nextKekId },
+          write,
+        ),
       sidecarState: (leader, caller) =>
         call(
           enc(leader, EncryptionOp.sidecarState),

@@ -14,6 +14,8 @@ import {
   NodeStatusRequest,
   ProposeReply,
   ProposeRequest,
+  RewrapDeksReply,
+  RewrapDeksRequest,
   RewriteReply,
   RewriteRequest,
   StateReply,
@@ -188,6 +190,7 @@ export class EncryptionHandlers {
         full_node_id: BigInt(w.full_node_id),
         first_seen_local_epoch: w.first_seen_local_epoch,
         last_seen_local_epoch: w.last_seen_local_epoch,
+        raft_index: w.raft_index,
       })) as never,
       members: members as never,
     }
@@ -339,6 +342,9 @@ export const serveEncryption = (c: EncryptionEndpointsContext) =>
     )
     yield* serve(`${base}.generate-dek`, GenerateDekRequest, GenerateDekReply, (req, ctx) =>
       h.onLeader("generate-dek", ctx, GenerateDekReply, () => c.rt.keystore.generateDek(req.purposes)),
+    )
+    yield* serve(`${base}.rewrap-deks`, RewrapDeksRequest, RewrapDeksReply, (req, ctx) =>
+      h.onLeader("rewrap-deks", ctx, RewrapDeksReply, () => c.rt.keystore.rewrap(req.next_kek_id)),
     )
     yield* serve(`${base}.state`, StateRequest, StateReply, (_req, ctx) =>
       h.onLeader("state", ctx, StateReply, () => h.state()),

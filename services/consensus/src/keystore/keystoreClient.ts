@@ -16,6 +16,8 @@ import {
   LivenessRequest,
   RestoreReply,
   RestoreRequest,
+  RewrapReply,
+  RewrapRequest,
   SessionReply,
   SessionRequest,
   SidecarStateRequest,
@@ -91,6 +93,11 @@ export class KeystoreClient {
 
   generateDek(purposes: readonly ("storage" | "raft")[]): Promise<GenerateDekReplyBody> {
     return this.call(this.s.generateDek, GenerateDekRequest, GenerateDekReply, { purposes }, CALL_TIMEOUT_MS)
+  }
+
+  /** Every unretired DEK wrapped under the next KEK `nextKekId` (FailedPrecondition KekNextMismatch if not loaded). */
+  rewrap(nextKekId: string): Promise<typeof RewrapReply.Type> {
+    return this.call(this.s.rewrap, RewrapRequest, RewrapReply, { next_kek_id: nextKekId }, CALL_TIMEOUT_MS)
   }
 
   sidecarState(callerFullNodeId?: bigint): Promise<SidecarStateReportBody> {
