@@ -66,7 +66,8 @@ new_secret() {
     local tmp
     tmp="$(mktemp)"
     if [ "$2" = password ]; then
-      head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp"
+      # nats-server parses an env value as a config value: it must start with a letter.
+      printf 'ekv%s' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$tmp"
     else
       head -c "$2" /dev/urandom >"$tmp"
     fi

@@ -345,7 +345,8 @@ export const startContainerSystem = async (opts: SystemOptions = {}): Promise<Co
     chownSync(join(dir, n), EKV_UID, EKV_UID)
   }
   const users = ["operator", "admin", ...nodes.flatMap((n) => [`consensus-${n}`, `keystore-${n}`])]
-  const passwords = Object.fromEntries(users.map((u) => [u, randomBytes(18).toString("hex")]))
+  // nats-server parses a password from its environment as a config value: start it with a letter.
+  const passwords = Object.fromEntries(users.map((u) => [u, `ekv${randomBytes(18).toString("hex")}`]))
 
   const network = await new Network().start()
   const system = new ContainerSystem(nodes, dir, network, passwords)
