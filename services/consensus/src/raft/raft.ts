@@ -924,6 +924,10 @@ export class Raft {
       })
       return
     }
+    if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
+      const ci = this.log.findConflict(m.entries)
+      if (ci !== 0 && ci <= this.log.lastIndex()) this.withdrawAcks(ci)
+    }
     const lastNew = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.entries)
     if (lastNew !== null) {
       this.commitTo(Math.min(m.commit, lastNew))
@@ -982,6 +986,15 @@ export class Raft {
     }
   }
 
+  /**
+   * The log is about to lose entries from `from` on (a new leader's conflicting
+   * append, or a snapshot replacing everything) before they were persisted:
+   * acknowledgements of them still in the outbox would be false once sent.
+   */
+  private withdrawAcks(from: number): void {
+    this.msgs = this.msgs.filter((m) => m.type !== "AppResp" || m.reject || m.index < from)
+  }
+
   /** Installs a snapshot in the log (the driver restores the state machine via Ready). */
   private restore(snap: Snapshot): boolean {
     const s = snap.meta
@@ -990,6 +1003,7 @@ export class Raft {
       this.commitTo(s.index)
       return false
     }
+    this.withdrawAcks(0)
     this.log.restore(snap)
     this.config = configFromState(s.confState)
     this.confApplied = s.index

@@ -4,14 +4,31 @@
 // The driver's duties for one Ready, in this order:
 //   1. snapshot: if present, restore the state machine from it, persist it and
 //      discard the whole stored log (the snapshot replaces it).
-//   2. entries: delete every stored entry with index ≥ entries[0].index, then
-//      write `entries` (a leader change can replace an unpersisted or persisted suffix).
-//   3. hardState: persist it — in the same synchronous batch as 1 and 2.
-//   4. only then send `messages` (votes and acks depend on what was just persisted).
-//   5. apply `committedEntries` in order, at its own pace, reporting progress with
-//      appliedTo(); serve `readStates` once applied ≥ their index.
-//   6. advance(ready). Stepping other inputs between ready() and advance() is fine;
-//      calling ready() again before advance() is not.
+//   2. entries: delete every stored entry with index ≥ entries[0].index (see
+//      `truncateFrom`), then write `entries`.
+//   3. hardState: persist it — in the same synchronous (fsync'd) batch as 1 and 2.
+//   4. only then send `messages` (votes and acknowledgements depend on what was
+//      just persisted), and advance(ready).
+//   5. apply `committedEntries` in order, at its own pace (apply may lag),
+//      reporting durable progress with appliedTo(); serve `readStates` once
+//      applied ≥ their index.
+// Stepping other inputs between ready() and advance() is fine; calling ready()
+// again before advance() is not.
+//
+// Other duties:
+//   - tick() at a fixed interval; route messages to step() by `to`.
+//   - A Snap message carries SnapshotMeta and whatever `snapshotData(meta)`
+//     returned; the driver streams the real files beside it and steps the message
+//     into the receiver only once they are all there. The sender must then call
+//     reportSnapshot(to, ok) when the stream ends, either way (otherwise that
+//     follower waits for a snapshot forever).
+//   - After taking a state-machine snapshot at index i (≤ applied), call compact(i, confState).
+//   - A ProposalAccepted (index, term) identifies the entry: when an entry is
+//     applied at that index with another term, the proposal was lost.
+//   - readIndex ctx values must be unique among a node's pending reads; a read
+//     may get no answer at all (leader change): time it out and retry.
+//   - A halted driver that dropped the entries it was handed calls rewindApply()
+//     when it resumes.
 
 import { type ConfChange, encodeConfChange } from "./confChange.ts"
 import {

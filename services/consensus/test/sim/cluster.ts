@@ -173,6 +173,8 @@ export class Simulation {
   private maxMsgEntries: number
   private maxInflight: number
   private maxInflightBytes: number
+  private preVote: boolean
+  private checkQuorum: boolean
   private readonly traceLog: string[] = []
 
   // --- global truth for the checks
@@ -214,6 +216,9 @@ export class Simulation {
     this.maxMsgEntries = this.rng.pick([1, 2, 4, 16])
     this.maxInflight = this.rng.pick([1, 2, 4, 8])
     this.maxInflightBytes = this.rng.pick([0, 0, 120])
+    // Mostly the production setting; sometimes without pre-vote or check-quorum (safety must not depend on them).
+    this.preVote = !this.rng.chance(0.1)
+    this.checkQuorum = !this.rng.chance(0.1)
     const voters = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`)
     this.nextNodeNo = o.nodes + 1
     for (const id of voters) {
@@ -257,6 +262,8 @@ export class Simulation {
       maxMsgBytes: 256,
       maxInflightMsgs: this.maxInflight,
       maxInflightBytes: this.maxInflightBytes,
+      preVote: this.preVote,
+      checkQuorum: this.checkQuorum,
       maxUncommittedBytes: 4096,
       maxApplyingEntries: 16,
       maxCommittedBytesPerReady: 512,

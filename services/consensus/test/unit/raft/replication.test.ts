@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest"
+import { bootstrapState, RawNode } from "../../../src/raft/rawNode.ts"
 import type { AppendRequest, Message } from "../../../src/raft/types.ts"
 import { Role } from "../../../src/raft/types.ts"
 import { Harness } from "./harness.ts"
@@ -190,6 +191,46 @@ describe("replication", () => {
     h.stabilize()
     expect(h.rn("n1").raft.role).toBe(Role.Follower)
     expect(h.rn("n1").raft.term).toBe(3)
+  })
+
+  it("an acknowledgement of entries replaced before they were persisted is withdrawn", () => {
+    // Found by the simulation: n3 accepts 2/2 from the term-2 leader, then, before
+    // its next Ready, a term-3 leader replaces index 2. Acknowledging 2 to the
+    // term-2 leader after persisting 2/3 would be a lie it could commit on.
+    const rn = new RawNode({
+      id: "n3",
+      electionTick: 10,
+      heartbeatTick: 1,
+      random: () => 0,
+      storage: bootstrapState(["n1", "n2", "n3"]),
+      debug: true,
+    })
+    const entry = (term: number) => ({ term, index: 2, type: "Normal" as const, data: new Uint8Array(0) })
+    rn.step({
+      type: "App",
+      from: "n1",
+      to: "n3",
+      term: 2,
+      prevIndex: 1,
+      prevTerm: 1,
+      entries: [entry(2)],
+      commit: 1,
+    })
+    rn.step({
+      type: "App",
+      from: "n2",
+      to: "n3",
+      term: 3,
+      prevIndex: 1,
+      prevTerm: 1,
+      entries: [entry(3)],
+      commit: 1,
+    })
+    const rd = rn.ready()
+    expect(rd.entries.map((e) => `${e.index}/${e.term}`)).toEqual(["2/3"])
+    expect(rd.messages).toEqual([
+      { type: "AppResp", from: "n3", to: "n2", term: 3, index: 2, reject: false, hintIndex: 0, hintTerm: 0 },
+    ])
   })
 
   it("crash before persisting loses the unpersisted tail, never anything acknowledged", () => {
