@@ -241,3 +241,33 @@ export const clusterEvents = async (
   kinds: readonly string[],
 ): Promise<Record<string, unknown>[]> =>
   (await sys.events("ekv.events.cluster.>")).map((e) => e.body).filter((b) => kinds.includes(String(b.kind)))
+
+/**
+ * The first encryption mutator after a start: retried while the leader's gate
+ * answers ApplierNotReady (its writer session is still opening), up to
+ * `timeoutMs`. Every member reporting health `ok` should already imply a ready
+ * applier (CONTRACT §4); a retry that was needed is printed as a finding.
+ */
+export const firstMutator = async <A = Record<string, unknown>>(
+  sys: EkvSystem,
+  op: string,
+  body: unknown = {},
+  timeoutMs = 30_000,
+): Promise<Reply<A>> => {
+  const t0 = Date.now()
+  let tries = 0
+  for (;;) {
+    const r = await sys.encryption<A>(op, body, 60_000)
+    tries++
+    const notReady =
+      !r.ok && r.error.code === "FailedPrecondition" && r.error.details?.reason === "ApplierNotReady"
+    if (!notReady || Date.now() - t0 > timeoutMs) {
+      if (tries > 1)
+        console.warn(
+          `FINDING: ${op} answered ApplierNotReady ${tries - 1} time(s) for ${Date.now() - t0} ms although every member reported health ok and capability encryption_capable`,
+        )
+      return r
+    }
+    await sleep(250)
+  }
+}

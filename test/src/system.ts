@@ -795,10 +795,23 @@ export class EkvSystem {
     )
   }
 
-  /** Every running node healthy, then a leader. */
+  /** Every running node healthy (and encryption-capable when encryption is on), then a leader. */
   async waitForReady(timeoutMs = 90_000): Promise<string> {
     for (const n of this.runningNodes()) await this.waitForHealthy(n, timeoutMs)
+    if (this.encryptionEnabled) for (const n of this.runningNodes()) await this.waitForCapable(n, timeoutMs)
     return this.waitForLeader(timeoutMs)
+  }
+
+  /** Waits until `node`'s keystore reports encryption_capable (flag, KEK, sidecar, applier ready). */
+  waitForCapable(node: string, timeoutMs = 60_000): Promise<CapabilityReport> {
+    return this.until(
+      `${node} encryption-capable`,
+      async () => {
+        const c = await this.capability(node, 1_000)
+        return c.ok && c.value.encryption_capable ? c.value : undefined
+      },
+      timeoutMs,
+    )
   }
 
   /** Waits until every node in `nodes` applied at least `index` (by its health endpoint). */
@@ -845,7 +858,8 @@ export class EkvSystem {
     const last = info.state.last_seq
     const js = jetstream(nc)
     const consumer = await js.consumers.get(stream, {
-      filter_subjects: filter === undefined ? undefined : [filter],
+      // one subject (a string): nats-server 2.9 has no multi-filter consumers
+      ...(filter === undefined ? {} : { filter_subjects: filter }),
       deliver_policy: DeliverPolicy.All,
     })
     const out: EventMsg[] = []
@@ -871,7 +885,8 @@ export class EkvSystem {
     const js = jetstream(nc)
     const stream = `${this.prefix.toUpperCase()}_EVENTS`
     const consumer = await js.consumers.get(stream, {
-      filter_subjects: filter === undefined ? undefined : [filter],
+      // one subject (a string): nats-server 2.9 has no multi-filter consumers
+      ...(filter === undefined ? {} : { filter_subjects: filter }),
       deliver_policy: DeliverPolicy.New,
     })
     const messages = await consumer.consume()

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import {
   attemptsAsWritten,
   checkAttempts,
+  firstMutator,
   halts,
   ok,
   readBack,
@@ -74,12 +75,12 @@ describe("full encryption lifecycle", () => {
     // 3. bootstrap (discover)
     const boot = ok(
       "bootstrap",
-      await sys.encryption<{
+      await firstMutator<{
         index: number
         storage_key_id: number
         raft_key_id: number
         writers: { node: string; full_node_id: string; node_id16: number; local_epoch: number }[]
-      }>("bootstrap", { discover: true }),
+      }>(sys, "bootstrap", { discover: true }),
     )
     expect(boot.storage_key_id).toBeGreaterThan(0)
     expect(boot.raft_key_id).toBeGreaterThan(0)

@@ -15,7 +15,15 @@
 import type { NatsConnection } from "@nats-io/transport-node"
 import { afterEach, describe, expect, it, onTestFailed } from "vitest"
 import { collectEnvelopes } from "../../src/audit.ts"
-import { checkAttempts, clusterEvents, halts, ok, randKey, Writers } from "../../src/lifecycle.ts"
+import {
+  checkAttempts,
+  clusterEvents,
+  firstMutator,
+  halts,
+  ok,
+  randKey,
+  Writers,
+} from "../../src/lifecycle.ts"
 import { type EkvSystem, parseReply, sleep, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem | undefined
@@ -58,7 +66,10 @@ const scenario = async (variant: "transfer" | "kill") => {
   const s = await startSystem({ name: `cutover-${variant}` })
   sys = s
   await s.waitForReady()
-  const ese = ok("enable-storage-envelope", await s.encryption<{ index: number }>("enable-storage-envelope"))
+  const ese = ok(
+    "enable-storage-envelope",
+    await firstMutator<{ index: number }>(s, "enable-storage-envelope"),
+  )
   await s.waitForApplied(ese.index)
   const writers = await Writers.start(s, "cw", 8)
   await sleep(1_000)

@@ -6,7 +6,7 @@
 // cluster whose members are all healthy appends nothing, so an unchanged
 // commit index with an unchanged term proves nothing was proposed).
 import { afterEach, describe, expect, it, onTestFailed } from "vitest"
-import { ok } from "../../src/lifecycle.ts"
+import { firstMutator, ok } from "../../src/lifecycle.ts"
 import { type EkvSystem, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem | undefined
@@ -121,7 +121,7 @@ describe("the encryption gate", () => {
     // After bootstrap and a raft rotation, requests naming known key ids too.
     const boot = ok(
       "bootstrap",
-      await s.encryption<{ index: number; storage_key_id: number; raft_key_id: number }>("bootstrap", {
+      await firstMutator<{ index: number; storage_key_id: number; raft_key_id: number }>(s, "bootstrap", {
         discover: true,
       }),
     )

@@ -21,7 +21,7 @@ import {
   replicatedSidecar,
   stateAppliedIndex,
 } from "../../src/audit.ts"
-import { halts, ok, readBack, writeSet } from "../../src/lifecycle.ts"
+import { firstMutator, halts, ok, readBack, writeSet } from "../../src/lifecycle.ts"
 import { type EkvSystem, type EventMsg, sleep, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem | undefined
@@ -72,7 +72,7 @@ describe("crash and replay of encryption entries", () => {
     const s = await startSystem({ name: "crash-keystore" })
     sys = s
     await s.waitForReady()
-    ok("enable-storage-envelope", await s.encryption("enable-storage-envelope"))
+    ok("enable-storage-envelope", await firstMutator(s, "enable-storage-envelope"))
     const data = await writeSet(s, "a", 10)
     const leader = await s.waitForLeader()
     const f = s.nodes.find((n) => n !== leader) as string
@@ -122,7 +122,7 @@ describe("crash and replay of encryption entries", () => {
     const s = await startSystem({ name: "crash-replay" })
     sys = s
     await s.waitForReady()
-    ok("enable-storage-envelope", await s.encryption("enable-storage-envelope"))
+    ok("enable-storage-envelope", await firstMutator(s, "enable-storage-envelope"))
     const data = await writeSet(s, "a", 10)
     const leader = await s.waitForLeader()
     const f = s.nodes.find((n) => n !== leader) as string

@@ -13,7 +13,7 @@ import { randomBytes } from "node:crypto"
 import { fullNodeId, nodeId16 } from "@ekv/crypto"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { registryRows } from "../../src/audit.ts"
-import { halts, ok, readBack, writeSet } from "../../src/lifecycle.ts"
+import { firstMutator, halts, ok, readBack, writeSet } from "../../src/lifecycle.ts"
 import { type EkvSystem, startSystem } from "../../src/system.ts"
 
 /** A node id whose node_id16 equals `of`'s (and whose full_node_id differs). */
@@ -64,7 +64,7 @@ describe("registration rollbacks and collisions", () => {
 
     const boot = ok(
       "bootstrap",
-      await sys.encryption<{ index: number; storage_key_id: number; raft_key_id: number }>("bootstrap", {
+      await firstMutator<{ index: number; storage_key_id: number; raft_key_id: number }>(sys, "bootstrap", {
         discover: true,
       }),
     )

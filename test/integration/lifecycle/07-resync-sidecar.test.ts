@@ -4,7 +4,7 @@
 // compacted past it (mode full-state).
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { readSidecarFile, replicatedSidecar } from "../../src/audit.ts"
-import { halts, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
+import { firstMutator, halts, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
 import { type EkvSystem, sleep, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem
@@ -63,7 +63,7 @@ describe("resync-sidecar", () => {
       console.error(await sys.failureReport())
     })
     const data: Written[] = []
-    ok("enable-storage-envelope", await sys.encryption("enable-storage-envelope"))
+    ok("enable-storage-envelope", await firstMutator(sys, "enable-storage-envelope"))
     data.push(...(await writeSet(sys, "a", 5)))
     const leader = await sys.waitForLeader()
     const f = sys.nodes.find((n) => n !== leader) as string

@@ -10,7 +10,7 @@ import {
   type EnvelopeRecord,
   nodeId16,
 } from "../../src/audit.ts"
-import { halts, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
+import { firstMutator, halts, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
 import { type EkvSystem, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem
@@ -44,7 +44,7 @@ describe("stale data dir restore", () => {
       console.error(await sys.failureReport())
     })
     const data: Written[] = []
-    ok("enable-storage-envelope", await sys.encryption("enable-storage-envelope"))
+    ok("enable-storage-envelope", await firstMutator(sys, "enable-storage-envelope"))
     data.push(...(await writeSet(sys, "w1", 10)))
     const leader = await sys.waitForLeader()
     const f = sys.nodes.find((n) => n !== leader) as string

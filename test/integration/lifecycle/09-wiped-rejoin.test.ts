@@ -9,7 +9,7 @@
 // rejoined node, so its state machine serves the linearizable reads.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { raftLogEntries, readSidecarFile, registryRows, replicatedSidecar } from "../../src/audit.ts"
-import { halts, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
+import { firstMutator, halts, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
 import { type EkvSystem, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem
@@ -31,7 +31,7 @@ describe("wiped node rejoins through a snapshot", () => {
     })
     const data: Written[] = []
     data.push(...(await writeSet(sys, "p", 10)))
-    ok("enable-storage-envelope", await sys.encryption("enable-storage-envelope"))
+    ok("enable-storage-envelope", await firstMutator(sys, "enable-storage-envelope"))
     data.push(...(await writeSet(sys, "s", 10)))
     const rot = ok(
       "rotate-dek",

@@ -21,7 +21,7 @@ export interface Model<I, O, S> {
   /** `output` undefined = unknown (an `info` op): any output is accepted. */
   readonly step: (state: S, input: I, output: O | undefined) => StepResult<S>
   /** Equal keys iff equal states. */
-  readonly key: (state: S) => string
+  readonly key: (state: S) => string | number
   readonly describeState: (state: S) => string
 }
 
@@ -74,7 +74,7 @@ export const kvModel = (slots: number): Model<InternedOp, true, KvState> => ({
       }
     }
   },
-  key: (state) => (state.length === 1 ? String(state[0]) : state.join(",")),
+  key: (state) => (state.length === 1 ? (state[0] as number) : state.join(",")),
   describeState: (state) => state.join(","),
 })
 

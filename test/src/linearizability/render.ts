@@ -3,6 +3,7 @@
 // intervals), the deepest partial linearization and the op it got stuck on.
 import type { CheckResult, Counterexample, StateView } from "./checker.ts"
 import type { KvInput, KvOutput, Operation } from "./history.ts"
+import { UNREAD_VALUE } from "./model.ts"
 
 const MAX_VALUE_CHARS = 24
 
@@ -51,12 +52,18 @@ export const renderOperation = (op: Operation): string =>
 
 const renderState = (s: StateView): string =>
   `{ ${Object.entries(s)
-    .map(([k, v]) => `${JSON.stringify(k)}: ${v === null ? "absent" : short(v)}`)
+    .map(
+      ([k, v]) =>
+        `${JSON.stringify(k)}: ${v === null ? "absent" : v === UNREAD_VALUE ? "<a value no read returned>" : short(v)}`,
+    )
     .join(", ")} }`
 
 export const renderCounterexample = (cx: Counterexample): string => {
+  const keys = cx.keys.map((k) => JSON.stringify(k)).join(", ")
   const lines = [
-    `key${cx.keys.length > 1 ? "s (joined by batches)" : ""}: ${cx.keys.map((k) => JSON.stringify(k)).join(", ")}`,
+    cx.projectionOf !== undefined
+      ? `key: ${keys} (its own history, batches cut down to it, inside the partition ${cx.projectionOf.map((k) => JSON.stringify(k)).join(", ")} joined by batches)`
+      : `key${cx.keys.length > 1 ? "s (joined by batches)" : ""}: ${keys}`,
     `${cx.minimal ? "minimal" : "reduced"} counterexample: ${cx.ops.length} of the partition's ${cx.partitionOps} ops`,
     ...cx.ops.map((op) => `  ${renderOperation(op)}`),
     "deepest partial linearization:",
