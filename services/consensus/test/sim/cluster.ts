@@ -437,8 +437,19 @@ export class Simulation {
         )
       if (m.type === "Vote" && hs.term === m.term && hs.vote !== n.id)
         this.fail(`durability: ${n.id} campaigns in term ${m.term}, disk says ${hs.term}/${hs.vote}`)
-      if (m.type === "AppResp" && !m.reject && m.index > last)
-        this.fail(`durability: ${n.id} acknowledges ${m.index} with ${last} on disk`)
+      if (m.type === "AppResp" && !m.reject) {
+        if (m.index > last) this.fail(`durability: ${n.id} acknowledges ${m.index} with ${last} on disk`)
+        // An acknowledgement says "my log matches yours through index": check it against
+        // the leader's log while that leader still leads its term (its log only grows then).
+        const l = this.nodes.get(m.to)?.rn?.raft
+        const mine = d.entries[m.index - d.snapshot.meta.index - 1]
+        const theirs =
+          l !== undefined && l.role === Role.Leader && l.term === m.term ? l.log.entry(m.index) : undefined
+        if (mine !== undefined && theirs !== undefined && !sameEntry(mine, theirs))
+          this.fail(
+            `${n.id} acknowledges ${m.index} to ${m.to} but holds ${mine.index}/${mine.term}, not ${theirs.term}`,
+          )
+      }
     }
   }
 
