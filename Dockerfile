@@ -56,8 +56,12 @@ USER 10001:10001
 
 # --- dependencies from the registry (official images; needs npm) ------------
 FROM sources AS npm-deps
-RUN ["npm", "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", \
-     "--workspace=@ekv/consensus", "--workspace=@ekv/keystore", "--workspace=@ekv/admin"]
+# Shell form: this stage runs only on base images with npm (and a shell). npm
+# 11's `ci` rejects this lock (it lists only Linux's optional @biomejs/cli-*
+# packages, the npm/cli#4828 family); `install` accepts it unchanged
+# (docs/development.md). prune-deps.ts then keeps the services' closure.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ || npm install --omit=dev --ignore-scripts --no-audit --no-fund
 RUN ["node", "/app/docker/prune-deps.ts", "/app"]
 
 FROM base AS npm
