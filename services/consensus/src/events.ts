@@ -13,6 +13,8 @@ export interface ClusterEventInput {
   readonly index?: number
   readonly code?: EventCode
   readonly reason?: string
+  /** Distinguishes events with neither index nor term in their Nats-Msg-Id (a refused start: its time). */
+  readonly msgKey?: number
 }
 
 export interface ClusterEvents {
@@ -38,7 +40,7 @@ export const makeClusterEvents = (nc: NatsConnection, prefix: string, node: stri
         ...(e.reason === undefined ? {} : { reason: e.reason }),
         at: new Date().toISOString(),
       })
-      const msgId = clusterEventMsgId(clusterId, node, e.kind, e.index ?? e.term ?? 0)
+      const msgId = clusterEventMsgId(clusterId, node, e.kind, e.index ?? e.term ?? e.msgKey ?? 0)
       chain = chain.then(async () => {
         try {
           if (!streamReady) {

@@ -15,7 +15,7 @@ import { serveCluster } from "./clusterEndpoints.ts"
 import { ConfigError, type ConsensusConfig, loadConfig } from "./config.ts"
 import { serveEncryption } from "./encryption/adminEndpoints.ts"
 import { startRotationWatch } from "./encryption/rotation.ts"
-import { EncryptionRuntime } from "./encryption/runtime.ts"
+import { EncryptionRuntime, knownMembers } from "./encryption/runtime.ts"
 import { makeClusterEvents } from "./events.ts"
 import { Applier } from "./fsm/applier.ts"
 import { testFaultInjector } from "./fsm/halt.ts"
@@ -128,17 +128,16 @@ const run = async (): Promise<void> => {
     })
     rt = runtime
     if (cfg.rotateOnStartup) runtime.requestRotateOnStartup()
-    const m = applier.membership
     const refused = yield* Effect.promise(() =>
-      runtime.startupGuards(storage.persisted.entries.at(-1)?.index ?? storage.persisted.snapshotMeta.index, [
-        ...m.voters,
-        ...m.learners,
-      ]),
+      runtime.startupGuards(
+        storage.persisted.entries.at(-1)?.index ?? storage.persisted.snapshotMeta.index,
+        knownMembers(applier.membership, storage.persisted.entries, storage.persisted.applied),
+      ),
     )
     if (refused !== null) {
       log.error(`refusing to start: ${refused.code}`, { code: refused.code, reason: refused.message })
       events.publish(
-        { kind: "refused-start", code: refused.code as never, reason: refused.message },
+        { kind: "refused-start", code: refused.code as never, reason: refused.message, msgKey: Date.now() },
         applier.clusterId,
       )
       yield* Effect.promise(() => new Promise((r) => setTimeout(r, 500)))

@@ -237,7 +237,12 @@ const apply = (state: KeystoreState, input: DispatchInput): Effect.Effect<Dispat
       })
     }
     const applied = yield* appliedIndex(state)
-    if (index <= applied) return yield* replay(state, input)
+    // SPEC.md §4.4: a 0x03 is a replay up to last_registry_index, a 0x04/0x05 up to the
+    // sidecar's raft_applied_index — a sidecar behind the registry (rolled back, then
+    // resynced) must still apply the control entries it lacks.
+    const done =
+      payload.tag === 0x03 ? yield* state.store.lastRegistryIndex : state.sidecar.raft_applied_index
+    if (index <= done) return yield* replay(state, input)
     if (input.prevEncryptionIndex > applied) {
       return yield* new SidecarBehindRaftLog({
         message: `entry ${index} follows encryption entry ${input.prevEncryptionIndex}, but this keystore has applied only up to ${applied}; recover with resync-sidecar`,
@@ -337,7 +342,21 @@ const applyControl = (
       ...(session === undefined ? {} : { session_id: session.session_id, handover: lines }),
       ...(exhausted.length > 0 ? { exhausted_key_ids: exhausted } : {}),
     }
-    yield* state.store.write({ dropDeks: plan.dropDeks, putRows: plan.putRows, outcome: rec })
+    // Re-applying an entry the registry already passed (a rolled-back sidecar being
+    // resynced) keeps the rows later registrations wrote: neither dropped nor replaced.
+    const later = new Set<string>()
+    for (const dek of plan.dropDeks)
+      for (const r of yield* state.store.rowsOf(dek))
+        if (r.row.raft_index > index) later.add(`${dek}|${r.nodeId16}`)
+    for (const r of plan.putRows) {
+      const existing = yield* state.store.row(r.dekId, r.nodeId16)
+      if (existing !== undefined && existing.raft_index > index) later.add(`${r.dekId}|${r.nodeId16}`)
+    }
+    yield* state.store.write(
+      later.size === 0
+        ? { dropDeks: plan.dropDeks, putRows: plan.putRows, outcome: rec }
+        : { putRows: plan.putRows.filter((r) => !later.has(`${r.dekId}|${r.nodeId16}`)), outcome: rec },
+    )
     yield* persistSidecar(state, sidecar)
     if (nextKek !== undefined) state.keks.current = nextKek
     for (const id of plan.keyIds) state.generatedKeyIds.delete(id)

@@ -8,7 +8,6 @@ import type { EncryptionStateExport } from "@ekv/wire/keystore-protocol"
 import { Data, Effect, Result } from "effect"
 import { restoreState } from "./encryptionState.ts"
 import type { ApplyError, CorruptSidecar, KekMismatch, RegistryFailed, SidecarWriteFailed } from "./errors.ts"
-import { appliedIndex } from "./keystoreState.ts"
 import type { Keystore } from "./startup.ts"
 
 export interface LogEntry {
@@ -42,10 +41,14 @@ export const resync = (
 > =>
   Effect.gen(function* () {
     const pending = yield* ks.state.store.restorePending
-    const after = pending === undefined ? yield* appliedIndex(ks.state) : 0
+    // From the sidecar's index: the registry may be ahead of a rolled-back sidecar, and the
+    // control entries in between must still apply (0x03s it already holds are skipped).
+    const after = pending === undefined ? ks.state.sidecar.raft_applied_index : 0
+    const lastRegistry = yield* ks.state.store.lastRegistryIndex
     const entries = pending === undefined ? yield* source.entriesAfter(after) : "compacted"
     if (entries !== "compacted") {
       for (const e of entries) {
+        if (e.entry[0] === 0x03 && e.index <= lastRegistry) continue
         const decoded = decodeEntry(e.entry)
         if (Result.isFailure(decoded)) {
           return yield* new ResyncFailed({ message: `leader entry ${e.index}: ${decoded.failure.message}` })

@@ -18,6 +18,7 @@ import { forwardRequest } from "../kv/forward.ts"
 import type { Log } from "../log.ts"
 import type { ConsensusMetrics } from "../metrics.ts"
 import { NotLeader, type RaftNode } from "../node/raftNode.ts"
+import { applyConfChangeToState, type ConfState, decodeConfChange, type Entry } from "../raft/mod.ts"
 import { type EncState, hasDeks } from "./encryptionState.ts"
 import { floorsFromRows, raiseFromLog } from "./floors.ts"
 import { EncryptionSession, type Floors, type RegistrationResult } from "./session.ts"
@@ -35,6 +36,29 @@ export const decodeJson =
   <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S) =>
   (b: Uint8Array): Result.Result<S["Type"], never> =>
     Result.succeed(Schema.decodeUnknownSync(schema)(JSON.parse(utf8d.decode(b))) as S["Type"])
+
+/**
+ * Every member this node knows of at start: the applied membership and every
+ * configuration change in its log after it (on a first start, the bootstrap
+ * voters) — a NodeIDCollision must not wait for the change to apply (SPEC §7).
+ */
+export const knownMembers = (
+  applied: ConfState,
+  entries: readonly Entry[],
+  appliedIndex: number,
+): string[] => {
+  const all = new Set<string>([...applied.voters, ...applied.learners])
+  let c = applied
+  for (const e of entries) {
+    if (e.index <= appliedIndex || e.type !== "ConfChange") continue
+    const cc = decodeConfChange(e.data)
+    const r = cc === null ? null : applyConfChangeToState(c, cc)
+    if (r?.ok !== true) continue
+    c = r.confState
+    for (const n of [...c.voters, ...c.learners]) all.add(n)
+  }
+  return [...all]
+}
 
 export interface RuntimeOptions {
   readonly nodeId: string

@@ -37,11 +37,18 @@ const internal = async (node: string, sub: string, body: unknown, timeout = 20_0
   return json
 }
 
-const propose = (leader: string, entry: Uint8Array) =>
-  internal(leader, "encryption.propose", { entry: Buffer.from(entry).toString("base64") }) as Promise<{
-    index: number
-    status: string
-  }>
+/** Proposes through `leader`, retrying while its writer session opens (ApplierNotReady) or it is unavailable. */
+const propose = async (leader: string, entry: Uint8Array): Promise<{ index: number; status: string }> => {
+  const body = { entry: Buffer.from(entry).toString("base64") }
+  for (let i = 0; ; i++) {
+    try {
+      return (await internal(leader, "encryption.propose", body, 60_000)) as { index: number; status: string }
+    } catch (e) {
+      if (i > 50 || !/ApplierNotReady|503/.test(String(e))) throw e
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  }
+}
 
 const generate = async (leader: string, purposes: ("storage" | "raft")[]) => {
   const g = (await internal(leader, "encryption.generate-dek", { purposes })) as {
@@ -56,7 +63,7 @@ const generate = async (leader: string, purposes: ("storage" | "raft")[]) => {
 const writersAt0 = () => sys.nodes.map((n) => ({ full_node_id: fullNodeId(n), local_epoch: 0 as never }))
 
 /** The replicated part of a keystore export (`log.state`): everything but `created`. */
-const replicatedExport = (e: Record<string, unknown>) => {
+const replicatedExport = (e: Record<string, unknown>): Record<string, unknown> => {
   const keys = (e.keys as { key_id: number; purpose: string; wrapped: string; retired: boolean }[])
     .map((k) => ({ key_id: k.key_id, purpose: k.purpose, wrapped: k.wrapped, retired: k.retired }))
     .sort((a, b) => a.key_id - b.key_id)

@@ -33,16 +33,18 @@ const internal = async (node: string, sub: string, body: unknown, timeout = 20_0
   return json
 }
 
-const propose = (leader: string, entry: Uint8Array) =>
-  internal(
-    leader,
-    "encryption.propose",
-    { entry: Buffer.from(entry).toString("base64") },
-    60_000,
-  ) as Promise<{
-    index: number
-    status: string
-  }>
+/** Proposes through `leader`, retrying while its writer session opens (ApplierNotReady) or it is unavailable. */
+const propose = async (leader: string, entry: Uint8Array): Promise<{ index: number; status: string }> => {
+  const body = { entry: Buffer.from(entry).toString("base64") }
+  for (let i = 0; ; i++) {
+    try {
+      return (await internal(leader, "encryption.propose", body, 60_000)) as { index: number; status: string }
+    } catch (e) {
+      if (i > 50 || !/ApplierNotReady|503/.test(String(e))) throw e
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  }
+}
 
 const generate = async (leader: string, purposes: ("storage" | "raft")[]) => {
   const g = (await internal(leader, "encryption.generate-dek", { purposes })) as {

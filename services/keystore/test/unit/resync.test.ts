@@ -1,3 +1,5 @@
+import { readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
 import { type EncryptionPayload, type EntryPayload, encodeEntry } from "@ekv/wire"
 import { Effect } from "effect"
 import { describe, expect, it } from "vitest"
@@ -69,6 +71,25 @@ describe("resync-sidecar (SPEC §5)", () => {
     const l = await leader()
     const b = await openAt(tempDir())
     for (const e of log.slice(0, 2)) await dispatch(b, e.index, e.prev, e.payload)
+    const r = await run(resync(b.ks, sourceOf(l)))
+    expect(r).toEqual({ mode: "log-replay", raftAppliedIndex: 8 })
+    expect(await replicated(b)).toEqual(await replicated(l))
+    await b.close()
+    await l.close()
+  })
+
+  it("log-replay from a sidecar rolled back behind the registry: the control entries apply, later rows stay", async () => {
+    const l = await leader()
+    const dir = tempDir()
+    const sidecar = join(dir, "keystore", "keys.json")
+    let b = await openAt(dir)
+    for (const e of log.slice(0, 3)) await dispatch(b, e.index, e.prev, e.payload)
+    const old = readFileSync(sidecar)
+    for (const e of log.slice(3)) await dispatch(b, e.index, e.prev, e.payload)
+    await b.close()
+    // The registry reflects index 9; the sidecar goes back to index 5 (before the rotation at 8).
+    writeFileSync(sidecar, old, { mode: 0o600 })
+    b = await openAt(dir)
     const r = await run(resync(b.ks, sourceOf(l)))
     expect(r).toEqual({ mode: "log-replay", raftAppliedIndex: 8 })
     expect(await replicated(b)).toEqual(await replicated(l))
