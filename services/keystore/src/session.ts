@@ -86,7 +86,8 @@ export const openSession = (
       for (const [keyId, epoch] of epochs)
         nextKeys[String(keyId)] = { ...nextKeys[String(keyId)]!, local_epoch: epoch }
       // Durable before the reply: an epoch handed out is never handed out again.
-      yield* persistSidecar(state, { ...state.sidecar, keys: nextKeys })
+      // With nothing handed out nothing changes, and no keys.json appears before bootstrap.
+      if (epochs.size > 0) yield* persistSidecar(state, { ...state.sidecar, keys: nextKeys })
       const record: SessionRecord = {
         session_id: req.sessionId,
         public_key: Buffer.from(req.publicKey).toString("base64"),
