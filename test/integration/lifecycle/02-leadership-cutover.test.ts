@@ -13,7 +13,7 @@
 // window was missed and the test says so). "Right after": as soon as the new
 // leader reports c applied, leadership moves again.
 import type { NatsConnection } from "@nats-io/transport-node"
-import { afterEach, describe, expect, it, onTestFailed } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import { collectEnvelopes } from "../../src/audit.ts"
 import {
   checkAttempts,
@@ -28,21 +28,23 @@ import { type EkvSystem, parseReply, sleep, startSystem } from "../../src/system
 
 let sys: EkvSystem | undefined
 
-afterEach(async () => {
+// A failed test keeps its system's directory and prints its logs (onTestFailed runs after afterEach).
+afterEach(async (ctx) => {
+  if (sys !== undefined && ctx.task.result?.state === "fail") {
+    sys.markFailed()
+    console.error(await sys.failureReport())
+  }
   await sys?.stopAll()
   sys = undefined
 })
 
-const onFail = () =>
-  onTestFailed(async () => {
-    if (sys === undefined) return
-    sys.markFailed()
-    console.error(await sys.failureReport())
-  })
-
 /** Puts in a tight loop until one answers Unavailable (the barrier) or `deadline`; true when seen. */
-const probeBarrier = async (nc: NatsConnection, deadline: number): Promise<string | undefined> => {
-  while (Date.now() < deadline) {
+const probeBarrier = async (
+  nc: NatsConnection,
+  deadline: number,
+  stop: () => boolean,
+): Promise<string | undefined> => {
+  while (Date.now() < deadline && !stop()) {
     try {
       const m = await nc.request("ekv.kv.put", JSON.stringify({ key: randKey("probe"), value: "cHJvYmU=" }), {
         timeout: 2_000,
@@ -83,8 +85,20 @@ const scenario = async (variant: "transfer" | "kill") => {
   try {
     const sent = Date.now()
     const enable = s.encryption<{ index: number; cutover_index: number }>("enable-raft-envelope", {}, 60_000)
-    const barrier = await probeBarrier(probe, sent + 20_000)
-    expect(barrier, "the proposal barrier was never observed").toBeDefined()
+    let settled: unknown
+    enable.then(
+      (r) => {
+        settled = r
+      },
+      (e: unknown) => {
+        settled = e instanceof Error ? e.message : e
+      },
+    )
+    const barrier = await probeBarrier(probe, sent + 20_000, () => settled !== undefined)
+    expect(
+      barrier,
+      `the proposal barrier was never observed; enable-raft-envelope answered ${JSON.stringify(settled)}`,
+    ).toBeDefined()
     oldAppliedAtMove = await appliedOf(s, old)
     if (variant === "transfer") {
       const t = await s.cluster<{ leader: string }>("transfer-leader", { node: target }, 30_000)
@@ -164,12 +178,10 @@ const scenario = async (variant: "transfer" | "kill") => {
 
 describe("leadership moves around the raft cutover", () => {
   it("transfer-leader between proposal and apply, and right after", async () => {
-    onFail()
     await scenario("transfer")
   })
 
   it("leader killed between proposal and apply, and right after", async () => {
-    onFail()
     await scenario("kill")
   })
 })

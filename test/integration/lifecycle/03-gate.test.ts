@@ -5,23 +5,21 @@
 // does not answer"), and the commit index does not move (CONTRACT §1: an idle
 // cluster whose members are all healthy appends nothing, so an unchanged
 // commit index with an unchanged term proves nothing was proposed).
-import { afterEach, describe, expect, it, onTestFailed } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import { firstMutator, ok } from "../../src/lifecycle.ts"
 import { type EkvSystem, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem | undefined
 
-afterEach(async () => {
+// A failed test keeps its system's directory and prints its logs (onTestFailed runs after afterEach).
+afterEach(async (ctx) => {
+  if (sys !== undefined && ctx.task.result?.state === "fail") {
+    sys.markFailed()
+    console.error(await sys.failureReport())
+  }
   await sys?.stopAll()
   sys = undefined
 })
-
-const onFail = () =>
-  onTestFailed(async () => {
-    if (sys === undefined) return
-    sys.markFailed()
-    console.error(await sys.failureReport())
-  })
 
 interface Mutator {
   readonly op: string
@@ -76,7 +74,6 @@ const fullNodeIds = async (s: EkvSystem) => {
 
 describe("the encryption gate", () => {
   it("refuses every mutator with EncryptionDisabled when encryption is disabled, proposing nothing", async () => {
-    onFail()
     sys = await startSystem({ name: "gate-off", encryption: false })
     await sys.waitForReady()
     await sys.putRetry("gate/x", "1")
@@ -103,7 +100,6 @@ describe("the encryption gate", () => {
   })
 
   it("refuses every mutator with KekNotConfigured when the leader's keystore is gone, proposing nothing", async () => {
-    onFail()
     const s = await startSystem({ name: "gate-kek" })
     sys = s
     await s.waitForReady()

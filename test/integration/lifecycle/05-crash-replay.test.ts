@@ -13,7 +13,7 @@
 // published after the keystore's durable commit) triggers an immediate
 // SIGKILL of that consensus; the state machine's persisted applied index,
 // read from disk afterwards, proves it had not recorded the entry.
-import { afterEach, describe, expect, it, onTestFailed } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
 import {
   type RegistryRow,
   readSidecarFile,
@@ -26,17 +26,15 @@ import { type EkvSystem, type EventMsg, sleep, startSystem } from "../../src/sys
 
 let sys: EkvSystem | undefined
 
-afterEach(async () => {
+// A failed test keeps its system's directory and prints its logs (onTestFailed runs after afterEach).
+afterEach(async (ctx) => {
+  if (sys !== undefined && ctx.task.result?.state === "fail") {
+    sys.markFailed()
+    console.error(await sys.failureReport())
+  }
   await sys?.stopAll()
   sys = undefined
 })
-
-const onFail = () =>
-  onTestFailed(async () => {
-    if (sys === undefined) return
-    sys.markFailed()
-    console.error(await sys.failureReport())
-  })
 
 const applied = async (s: EkvSystem, node: string) => {
   const h = await s.health(node, 2_000)
@@ -68,7 +66,6 @@ const expectIdentical = (states: Record<string, { rows: RegistryRow[]; sidecar: 
 
 describe("crash and replay of encryption entries", () => {
   it("a keystore killed mid-apply halts only its node, which resumes after a restart", async () => {
-    onFail()
     const s = await startSystem({ name: "crash-keystore" })
     sys = s
     await s.waitForReady()
@@ -118,7 +115,6 @@ describe("crash and replay of encryption entries", () => {
   })
 
   it("a node killed between its keystore's commit and its applied index replays the recorded outcome", async () => {
-    onFail()
     const s = await startSystem({ name: "crash-replay" })
     sys = s
     await s.waitForReady()

@@ -83,8 +83,20 @@ describe("registration rollbacks and collisions", () => {
     }
 
     // 2. Rollback below the registered epoch, and the same epoch with another session: 409, nothing proposed.
+    //    (n2's row is first advanced by two, so "below" exists even when it registered epoch 0.)
+    const e0 = await epochOf("n2")
+    const adv = ok(
+      "register-writer advance",
+      await sys.encryption<{ index: number; outcome: string }>("register-writer", {
+        dek_id: dek,
+        full_node_id: fid.n2,
+        local_epoch: e0 + 2,
+      }),
+    )
+    expect(adv.outcome).toBe("advanced")
+    await sys.waitForApplied(adv.index, members)
     const e2 = await epochOf("n2")
-    expect(e2).toBeGreaterThanOrEqual(1)
+    expect(e2).toBe(e0 + 2)
     point = await idle()
     const lower = await sys.encryption("register-writer", {
       dek_id: dek,
@@ -109,6 +121,7 @@ describe("registration rollbacks and collisions", () => {
       }),
     )
     expect(same.outcome).toBe("unchanged")
+    expect(same.index).toBe(adv.index)
     expect(await idle()).toEqual(point)
 
     // 3. A colliding node offered as a learner after activation.
