@@ -6,7 +6,7 @@ import { fullNodeId } from "@ekv/crypto"
 import { encodeEntry, Tag } from "@ekv/wire"
 import type { RaftNode } from "../node/raftNode.ts"
 import type { EncryptionHandlers } from "./adminEndpoints.ts"
-import { hasDeks, type Purpose } from "./encryptionState.ts"
+import { type EncState, hasDeks, type Purpose } from "./encryptionState.ts"
 import type { EncryptionRuntime } from "./runtime.ts"
 
 export const EPOCH_ROTATE_ABOVE = 0xff00
@@ -35,6 +35,26 @@ export const rotate = async (
   return h.propose({ entry })
 }
 
+/**
+ * The purposes whose active DEK must rotate now (SPEC §4.3, §5): some member's
+ * registered epoch for it passed 0xFF00, and no rotation of that key was
+ * proposed yet by this leader (`rotatedFor`).
+ */
+export const rotationsDue = (
+  st: EncState,
+  writers: readonly { readonly dek_id: number; readonly last_seen_local_epoch: number }[],
+  rotatedFor: ReadonlySet<number>,
+): Purpose[] => {
+  if (!hasDeks(st)) return []
+  const due: Purpose[] = []
+  for (const p of ["storage", "raft"] as const) {
+    const id = st.active[p]
+    if (id === 0 || rotatedFor.has(id) || st.keys[String(id)]?.retired === true) continue
+    if (writers.some((w) => w.dek_id === id && w.last_seen_local_epoch > EPOCH_ROTATE_ABOVE)) due.push(p)
+  }
+  return due
+}
+
 export const startRotationWatch = (rt: EncryptionRuntime, node: RaftNode, h: EncryptionHandlers): void => {
   const rotatedFor = new Set<number>()
   let busy = false
@@ -57,17 +77,14 @@ export const startRotationWatch = (rt: EncryptionRuntime, node: RaftNode, h: Enc
       }
       if (hasDeks(st)) {
         const exp = await rt.keystore.exportState()
-        for (const p of ["storage", "raft"] as const) {
+        for (const p of rotationsDue(st, exp.writers, rotatedFor)) {
           const id = st.active[p]
-          if (id === 0 || rotatedFor.has(id)) continue
-          if (exp.writers.some((w) => w.dek_id === id && w.last_seen_local_epoch > EPOCH_ROTATE_ABOVE)) {
-            rotatedFor.add(id)
-            rt.o.log.warn("an epoch passed 0xFF00: rotating", { purpose: p, key_id: id })
-            await rotate(rt, node, h, p).catch((e) => {
-              rotatedFor.delete(id)
-              throw e
-            })
-          }
+          rotatedFor.add(id)
+          rt.o.log.warn("an epoch passed 0xFF00: rotating", { purpose: p, key_id: id })
+          await rotate(rt, node, h, p).catch((e) => {
+            rotatedFor.delete(id)
+            throw e
+          })
         }
       }
     } catch (e) {

@@ -64,6 +64,8 @@ export class EncryptionSession {
   readonly keys = new Map<number, SessionKey>()
   /** Unretired DEKs the keystore left out (epoch would pass 0xFFFF). */
   readonly exhausted = new Set<number>()
+  /** Per purpose, the active key id this session last sealed under (SPEC §6 hand-over fallback). */
+  private readonly lastSealing: Record<Purpose, number> = { storage: 0, raft: 0 }
   private opening: Promise<void> | null = null
   private registering = new Set<number>()
   private closed = false
@@ -279,11 +281,18 @@ export class EncryptionSession {
     const active = st.active[purpose]
     if (active === 0) return "wait"
     const k = this.keys.get(active)
-    if (k?.registered === true) return k
-    let fallback: SessionKey | undefined
-    for (const c of this.keys.values())
-      if (c.purpose === purpose && c.registered && st.keys[String(c.keyId)]?.retired !== true)
-        if (fallback === undefined || c.keyId !== active) fallback = c
+    if (k?.registered === true) {
+      this.lastSealing[purpose] = active
+      return k
+    }
+    // The previous active DEK this session sealed under, else any registered one of the purpose.
+    const usable = (c: SessionKey | undefined) =>
+      c !== undefined && c.purpose === purpose && c.registered && st.keys[String(c.keyId)]?.retired !== true
+    let fallback: SessionKey | undefined = this.keys.get(this.lastSealing[purpose])
+    if (!usable(fallback)) {
+      fallback = undefined
+      for (const c of this.keys.values()) if (usable(c)) fallback = c
+    }
     if (k !== undefined && fallback !== undefined) return fallback
     if (this.exhausted.has(active)) return "exhausted"
     return "wait"
