@@ -45,7 +45,13 @@ COPY services /app/services
 COPY docker /app/docker
 
 # --- dependencies from the build context (no npm needed) ---------------------
-FROM sources AS context-deps
+# Only the package manifests reach the pruning stage, so a change to the
+# sources leaves its (large) layers cached.
+FROM sources AS manifests
+RUN ["node", "/app/docker/prune-deps.ts", "--manifests-only", "/app"]
+
+FROM base AS context-deps
+COPY --from=manifests /app /app
 COPY node_modules /app/node_modules
 RUN ["node", "/app/docker/prune-deps.ts", "/app"]
 

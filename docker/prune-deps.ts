@@ -4,11 +4,18 @@
 // node_modules (TypeScript sources and declarations, source maps, .bin).
 //
 //   node docker/prune-deps.ts /app
+//   node docker/prune-deps.ts --manifests-only /app
+//     deletes everything under /app but the package.json files and this
+//     script (all the pruning needs), so that stage's output changes only
+//     when a manifest does.
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, rmSync } from "node:fs"
 import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
 
-const root = process.argv[2] ?? "/app"
+const manifestsOnly = process.argv[2] === "--manifests-only"
+const root = process.argv[manifestsOnly ? 3 : 2] ?? "/app"
 const modules = join(root, "node_modules")
+const self = fileURLToPath(import.meta.url)
 const SERVICES = ["@ekv/consensus", "@ekv/keystore", "@ekv/admin"]
 
 interface Manifest {
@@ -29,22 +36,26 @@ const resolve = (name: string, from: string): string | undefined => {
   }
 }
 
-// Paths (as found under node_modules, symlinks not followed) of the packages to keep.
-const keep = new Set<string>()
-const queue: Array<[string, string]> = SERVICES.map((s) => [s, root])
-while (queue.length > 0) {
-  const [name, from] = queue.pop()!
-  const at = resolve(name, from)
-  // Absent: an optional or peer dependency not installed for this platform.
-  if (at === undefined) continue
-  if (keep.has(at)) continue
-  keep.add(at)
-  // Dependencies resolve from the package's real location (workspaces are symlinks).
-  const real = realpathSync(at)
-  const m = manifest(real)
-  for (const dep of Object.keys({ ...m.dependencies, ...m.optionalDependencies, ...m.peerDependencies }))
-    queue.push([dep, real.startsWith(modules) ? at : real])
+/** Paths (as found under node_modules, symlinks not followed) of the packages the services need. */
+const productionClosure = (): Set<string> => {
+  const found = new Set<string>()
+  const queue: Array<[string, string]> = SERVICES.map((s) => [s, root])
+  while (queue.length > 0) {
+    const [name, from] = queue.pop()!
+    const at = resolve(name, from)
+    // Absent: an optional or peer dependency not installed for this platform.
+    if (at === undefined || found.has(at)) continue
+    found.add(at)
+    // Dependencies resolve from the package's real location (workspaces are symlinks).
+    const real = realpathSync(at)
+    const m = manifest(real)
+    for (const dep of Object.keys({ ...m.dependencies, ...m.optionalDependencies, ...m.peerDependencies }))
+      queue.push([dep, real.startsWith(modules) ? at : real])
+  }
+  return found
 }
+
+let keep = new Set<string>()
 
 const DROP_FILE = /\.(d\.[cm]?ts|[cm]?ts|map|md)$/i
 let removed = 0
@@ -84,5 +95,21 @@ const dropFiles = (dir: string): void => {
   }
 }
 
-prune(modules)
-console.log(`prune-deps: kept ${keep.size} packages, removed ${removed}`)
+/** Keeps only package.json files (and this script) under `dir`; empty directories go. */
+const keepManifests = (dir: string): void => {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) {
+      keepManifests(path)
+      if (readdirSync(path).length === 0) rmSync(path, { recursive: true })
+    } else if (entry.name !== "package.json" && path !== self) rmSync(path, { force: true })
+  }
+}
+
+if (manifestsOnly) {
+  keepManifests(root)
+} else {
+  keep = productionClosure()
+  prune(modules)
+  console.log(`prune-deps: kept ${keep.size} packages, removed ${removed}`)
+}
