@@ -222,6 +222,23 @@ export class ContainerSystem {
     return parseMetrics(await res.text())
   }
 
+  /** Runs the image's healthcheck in the container (`docker exec`, exec form: no shell needed). */
+  async healthcheck(name: string): Promise<{ exitCode: number; output: string }> {
+    const r = await this.container(name).exec(["node", "/app/docker/healthcheck/check.ts"])
+    return { exitCode: r.exitCode, output: r.output.trim() }
+  }
+
+  /** Docker's view of the image's HEALTHCHECK: "starting", "healthy" or "unhealthy". */
+  async dockerHealth(name: string): Promise<string> {
+    const { stdout } = await run("docker", [
+      "inspect",
+      "--format",
+      "{{.State.Health.Status}}",
+      this.container(name).getId(),
+    ])
+    return stdout.trim()
+  }
+
   /** `docker kill` (SIGKILL): no shutdown at all. */
   async kill(name: string): Promise<void> {
     await run("docker", ["kill", this.container(name).getId()])

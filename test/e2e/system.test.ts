@@ -102,6 +102,22 @@ describe("ekv from its images", () => {
     expect(series(a, "ekv_admin_requests_total").length).toBeGreaterThan(0)
   })
 
+  it("reports every service container healthy through the image's HEALTHCHECK", async () => {
+    report()
+    const names = [...system.containers.keys()].filter((n) => n !== "nats")
+    for (const name of names) {
+      // First check after the 10 s interval; a pass during the start period counts at once.
+      expect(
+        await eventually(
+          `${name} healthy`,
+          () => system.dockerHealth(name),
+          (h) => h === "healthy",
+          45_000,
+        ),
+      ).toBe("healthy")
+    }
+  })
+
   it("reports an apply halt in metrics and health, and resumes when the cause is gone", async () => {
     report()
     const s = await system.status()
@@ -123,6 +139,10 @@ describe("ekv from its images", () => {
     )
     expect(h.halted?.index).toBe(at)
     expect(h.halted?.reason).toBe("KeystoreUnavailable")
+    // The image's healthcheck calls a halted consensus unhealthy.
+    const check = await system.healthcheck(`consensus-${follower}`)
+    expect(check.exitCode, check.output).toBe(1)
+    expect(check.output).toContain("halted")
     // Writes still commit on the other two.
     await write("during-halt", "y")
     expect(await system.get("during-halt")).toBe("y")
@@ -135,6 +155,7 @@ describe("ekv from its images", () => {
     )
     expect(metric(resumed, "ekv_apply_halted")).toBe(0)
     expect((await system.health(follower)).consensus).toBe("ok")
+    expect((await system.healthcheck(`consensus-${follower}`)).exitCode).toBe(0)
   })
 
   it("survives `docker kill` of the leader's consensus under writes; the node rejoins", async () => {
