@@ -73,11 +73,6 @@ const zobrist = (n: number): Uint32Array => {
   return z
 }
 
-const sameBits = (a: Uint32Array, b: Uint32Array): boolean => {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
-}
-
 /**
  * Searches for a linearization of `ops` under `model`. `deadline` is a
  * `performance.now()` time.
@@ -126,6 +121,24 @@ export const searchLinearization = <I, S>(
   const z = zobrist(n)
   const words = (n + 31) >>> 5
   const bits = new Uint32Array(words)
+  // Lazy ops are left out of the set hash: a node that used a subset of the
+  // lazy ops another explored node used, with everything else equal, has at
+  // least the same futures, so that other node's failure covers it.
+  const lazyMask = new Uint32Array(words)
+  ops.forEach((op, i) => {
+    if (op.lazy) {
+      z[i] = 0
+      lazyMask[i >>> 5] = (lazyMask[i >>> 5] as number) | (1 << (i & 31))
+    }
+  })
+  const dominates = (seenBits: Uint32Array, cur: Uint32Array): boolean => {
+    for (let w = 0; w < words; w++) {
+      const a = seenBits[w] as number
+      const b = cur[w] as number
+      if (((a ^ b) & ~(lazyMask[w] as number)) !== 0 || (a & ~b) !== 0) return false
+    }
+    return true
+  }
   let hash = 0
   // Memo of explored (linearized set, state) pairs: states are interned to
   // ids, the set is hashed incrementally, and buckets hold exact copies.
@@ -144,7 +157,7 @@ export const searchLinearization = <I, S>(
       cache.set(key, [{ state: sid, bits: bits.slice() }])
       return false
     }
-    for (const b of bucket) if (b.state === sid && sameBits(b.bits, bits)) return true
+    for (const b of bucket) if (b.state === sid && dominates(b.bits, bits)) return true
     bucket.push({ state: sid, bits: bits.slice() })
     return false
   }
@@ -229,7 +242,8 @@ export const searchLinearization = <I, S>(
         bestDepth = stackOps.length
         const pending: number[] = []
         for (let e = next[HEAD] as number; e !== entry && e !== -1; e = next[e] as number)
-          if ((e & 1) === 0 && !(ops[e >> 1] as SearchOp<I>).lazy) pending.push(e >> 1)
+          if ((e & 1) === 0 && e >> 1 !== entry >> 1 && !(ops[e >> 1] as SearchOp<I>).lazy)
+            pending.push(e >> 1)
         const order: number[] = []
         stackOps.forEach((o, k) => {
           const h = stackHelpers[k] as number
@@ -312,8 +326,11 @@ export interface CheckResult {
  * Search ops of a partition, with reductions for info ops (whose return is
  * +Infinity, so they stay candidates to the end and multiply the explored
  * sets):
- * - An info op that is the only writer of a value some get returned must be
- *   linearized before the first such get returns: that becomes its return.
+ * - An info put that is the only writer of a value some get returned can be
+ *   moved to just before the first get (in the linearization) that returns
+ *   it, so it is lazy and pulled in only there. An info batch in that
+ *   position must be linearized before the first such get returns: that
+ *   becomes its return.
  * - An info put of a value no get returned (state "unread") can only matter to
  *   a delete reporting `deleted: true` on an absent key; moving it to just
  *   before that delete (or to the end) keeps any linearization valid, so it
@@ -338,8 +355,17 @@ const searchPlan = (p: InternedPartition): { ops: SearchOp<InternedOp>[]; assist
       firstRead.set(k, Math.min(firstRead.get(k) ?? Number.POSITIVE_INFINITY, o.ret))
     }
   })
+  // An info put that alone wrote a value some get returned is lazy, pulled in by such a get.
+  const reader = new Map<string, number[]>()
+  p.interned.forEach((op, i) => {
+    const w = op.writes[0]
+    if (op.kind !== "put" || w === undefined || (p.ops[i] as Operation).output !== undefined) return
+    const k = `${w.slot}=${w.value}`
+    if (w.value !== unread && writers.get(k) === 1 && firstRead.has(k)) reader.set(k, [i])
+  })
+  const readerLazy = new Set([...reader.values()].flat())
   const ret = p.ops.map((o, i) => {
-    if (o.output !== undefined) return o.ret
+    if (o.output !== undefined || readerLazy.has(i)) return o.ret
     let bound = Number.POSITIVE_INFINITY
     for (const [slot, value] of finalWrites(p.interned[i] as InternedOp)) {
       const k = `${slot}=${value}`
@@ -352,7 +378,7 @@ const searchPlan = (p: InternedPartition): { ops: SearchOp<InternedOp>[]; assist
     .sort((a, b) => (p.ops[a] as Operation).call - (p.ops[b] as Operation).call)
   const presence = new Map<number, number[]>()
   const absence = new Map<number, number[]>()
-  const lazy = new Set<number>()
+  const lazy = new Set<number>(readerLazy)
   const lastOfClass = new Map<string, number>()
   const after = new Map<number, number>()
   const push = (m: Map<number, number[]>, slot: number, i: number) => {
@@ -362,7 +388,8 @@ const searchPlan = (p: InternedPartition): { ops: SearchOp<InternedOp>[]; assist
     lazy.add(i)
   }
   for (const i of byCall) {
-    if ((p.ops[i] as Operation).output !== undefined || ret[i] !== Number.POSITIVE_INFINITY) continue
+    if ((p.ops[i] as Operation).output !== undefined || ret[i] !== Number.POSITIVE_INFINITY || lazy.has(i))
+      continue
     const op = p.interned[i] as InternedOp
     if (op.kind === "put" && op.writes[0]?.value === unread) push(presence, op.slot, i)
     else if (op.kind === "delete") push(absence, op.slot, i)
@@ -387,6 +414,8 @@ const searchPlan = (p: InternedPartition): { ops: SearchOp<InternedOp>[]; assist
     const op = p.interned[i] as InternedOp
     const present = state[op.slot] !== ABSENT
     if (op.kind === "delete" && op.expect === 1 && !present) return presence.get(op.slot)
+    if (op.kind === "get" && op.expect !== undefined && op.expect !== ABSENT && state[op.slot] !== op.expect)
+      return reader.get(`${op.slot}=${op.expect}`)
     if (((op.kind === "get" && op.expect === ABSENT) || (op.kind === "delete" && op.expect === 0)) && present)
       return absence.get(op.slot)
     return undefined
@@ -413,66 +442,71 @@ const view = (p: InternedPartition, state: Int32Array): StateView => {
 }
 
 /**
- * Removing op `i` must not leave a read with no write that could explain it,
- * or the "counterexample" would be a different anomaly (a read from nowhere).
+ * Ops of `ops` whose result no write in `ops` can explain: a get of a value
+ * nobody there wrote, a delete reporting deleted=true of a key nobody there
+ * wrote. Shrinking must not create new ones, or the "counterexample" would be
+ * a different anomaly (a read from nowhere).
  */
-const removable = (ops: ReadonlyArray<Operation>, i: number): boolean => {
-  const victim = ops[i] as Operation
-  const writes = (op: Operation): Array<[string, string | null]> => {
+const unexplained = (ops: ReadonlyArray<Operation>): Set<number> => {
+  const written = new Set<string>()
+  const writtenKeys = new Set<string>()
+  for (const op of ops) {
     const inp = op.input
-    if (inp.f === "put") return [[inp.key, inp.value]]
-    if (inp.f === "delete") return [[inp.key, null]]
-    if (inp.f === "batch") return inp.ops.map((o) => [o.key, o.op === "put" ? o.value : null])
-    return []
-  }
-  const victimWrites = writes(victim).filter(([, v]) => v !== null)
-  if (victimWrites.length === 0) return true
-  for (const [key, value] of victimWrites) {
-    const otherWriter = ops.some((op, j) => j !== i && writes(op).some(([k, v]) => k === key && v === value))
-    if (otherWriter) continue
-    const read = ops.some(
-      (op, j) =>
-        j !== i &&
-        op.input.f === "get" &&
-        op.input.key === key &&
-        op.output?.f === "get" &&
-        op.output.value === value,
-    )
-    if (read) return false
-    const anyOtherWrite = ops.some((op, j) => j !== i && writes(op).some(([k, v]) => k === key && v !== null))
-    const deleteSawIt = ops.some(
-      (op, j) =>
-        j !== i &&
-        op.input.f === "delete" &&
-        op.input.key === key &&
-        op.output?.f === "delete" &&
-        op.output.deleted,
-    )
-    if (deleteSawIt && !anyOtherWrite) return false
-  }
-  return true
-}
-
-const shrink = (p: KvPartition, budgetMs: number): { ops: Operation[]; minimal: boolean } => {
-  const end = performance.now() + budgetMs
-  let ops = [...p.ops]
-  let changed = true
-  while (changed) {
-    changed = false
-    // Later ops first: anomalies usually sit near where the search got stuck.
-    for (let i = ops.length - 1; i >= 0; i--) {
-      if (performance.now() > end) return { ops, minimal: false }
-      if (!removable(ops, i)) continue
-      const candidate = ops.filter((_, j) => j !== i)
-      const keys = [...new Set(candidate.flatMap((op) => keysOf(op.input)))]
-      const { result } = checkPartition({ keys, ops: candidate }, Math.min(end, performance.now() + 500))
-      if (result.verdict === Verdict.illegal) {
-        ops = candidate
-        changed = true
-      }
+    const puts = inp.f === "put" ? [inp] : inp.f === "batch" ? inp.ops.filter((o) => o.op === "put") : []
+    for (const w of puts) {
+      written.add(`${w.key}\u0000${(w as { value: string }).value}`)
+      writtenKeys.add(w.key)
     }
   }
-  return { ops, minimal: true }
+  const out = new Set<number>()
+  for (const op of ops) {
+    const inp = op.input
+    if (inp.f === "get" && op.output?.f === "get" && op.output.value !== undefined) {
+      if (!written.has(`${inp.key}\u0000${op.output.value}`)) out.add(op.id)
+    } else if (
+      inp.f === "delete" &&
+      op.output?.f === "delete" &&
+      op.output.deleted &&
+      !writtenKeys.has(inp.key)
+    )
+      out.add(op.id)
+  }
+  return out
+}
+
+/**
+ * Delta debugging: drop chunks of ops (halving the chunk size down to one)
+ * while the rest stays illegal. Ends 1-minimal unless the budget runs out.
+ */
+const shrink = (p: KvPartition, budgetMs: number): { ops: Operation[]; minimal: boolean } => {
+  const end = performance.now() + budgetMs
+  const allowed = unexplained(p.ops)
+  const stillIllegal = (candidate: Operation[]): boolean => {
+    for (const id of unexplained(candidate)) if (!allowed.has(id)) return false
+    const keys = [...new Set(candidate.flatMap((op) => keysOf(op.input)))]
+    return (
+      checkPartition({ keys, ops: candidate }, Math.min(end, performance.now() + 500)).result.verdict ===
+      Verdict.illegal
+    )
+  }
+  let ops = [...p.ops].sort((a, b) => a.call - b.call)
+  let chunk = Math.max(1, Math.ceil(ops.length / 2))
+  for (;;) {
+    let removed = false
+    // From the end: anomalies tend to sit late, and earlier indexes stay valid.
+    for (let start = ops.length - chunk; start > -chunk; start -= chunk) {
+      if (performance.now() > end) return { ops, minimal: false }
+      const candidate = [...ops.slice(0, Math.max(0, start)), ...ops.slice(start + chunk)]
+      if (candidate.length < ops.length && stillIllegal(candidate)) {
+        ops = candidate
+        removed = true
+      }
+    }
+    if (!removed) {
+      if (chunk === 1) return { ops, minimal: true }
+      chunk = Math.max(1, chunk >> 1)
+    }
+  }
 }
 
 const counterexample = (p: KvPartition, opts: CheckOptions): Counterexample | undefined => {
@@ -540,22 +574,32 @@ export const checkOperations = (ops: ReadonlyArray<Operation>, opts: CheckOption
       failed = projectionOf === undefined ? { partition: p } : { partition: p, projectionOf }
     return result.verdict
   }
-  outer: for (const p of partitionByKey(ops)) {
-    if (p.keys.length > 1)
-      for (const k of p.keys) {
-        const share = (deadline - performance.now()) / (p.keys.length + 1)
-        if (run(projectOnKey(p, k), performance.now() + share, p.keys) === Verdict.illegal) {
-          verdict = Verdict.illegal
-          break outer
-        }
-      }
-    const v = run(p, deadline)
+  // Pass 1: every single-key partition and every key's projection of a
+  // batch-joined one (cheap, and exact per key). Pass 2: the joined
+  // partitions as wholes, for batch atomicity (exponential in the keys joined).
+  const partitions = partitionByKey(ops)
+  const joined = partitions.filter((p) => p.keys.length > 1)
+  const pass1: Array<{ p: KvPartition; of?: ReadonlyArray<string> }> = partitions
+    .filter((p) => p.keys.length === 1)
+    .map((p) => ({ p }))
+  for (const j of joined) for (const k of j.keys) pass1.push({ p: projectOnKey(j, k), of: j.keys })
+  for (const { p, of } of pass1) {
+    const v = run(p, deadline, of)
     if (v === Verdict.illegal) {
       verdict = Verdict.illegal
       break
     }
     if (v === Verdict.unknown) verdict = Verdict.unknown
   }
+  if (verdict !== Verdict.illegal)
+    for (const p of joined) {
+      const v = run(p, deadline)
+      if (v === Verdict.illegal) {
+        verdict = Verdict.illegal
+        break
+      }
+      if (v === Verdict.unknown) verdict = Verdict.unknown
+    }
   const elapsedMs = performance.now() - start
   const base = { verdict, ops: ops.length, partitions: reports, elapsedMs, steps }
   if (failed === undefined) return base

@@ -23,6 +23,12 @@ export interface SimulationOptions {
   readonly seed: number
   /** Share of ops that are 2–3 key batches (default 0.1). */
   readonly batchRatio?: number
+  /**
+   * Batches draw their keys from one group of this many consecutive keys
+   * (default: all keys). Batches join the keys they touch into one partition,
+   * so small groups keep partitions small.
+   */
+  readonly batchGroup?: number
   /** Share of writes whose outcome is unknown (info); half of them take effect (default 0.05). */
   readonly infoRatio?: number
   /** Share of writes that definitely fail and take no effect (default 0.02). */
@@ -57,11 +63,14 @@ export const simulateHistory = (o: SimulationOptions): History => {
     if (r < (o.batchRatio ?? 0.1)) {
       const n = 2 + Math.floor(rng() * 2)
       const items: KvBatchItem[] = []
+      const size = Math.min(o.batchGroup ?? keys.length, keys.length)
+      const first = Math.floor(Math.floor(rng() * keys.length) / size) * size
+      const group = keys.slice(first, first + size)
       for (let j = 0; j < n; j++)
         items.push(
           rng() < 0.8
-            ? { op: "put", key: pick(keys), value: `v${id}.${j}` }
-            : { op: "delete", key: pick(keys) },
+            ? { op: "put", key: pick(group), value: `v${id}.${j}` }
+            : { op: "delete", key: pick(group) },
         )
       input = { f: "batch", ops: items }
     } else if (r < 0.45) input = { f: "get", key: pick(keys) }

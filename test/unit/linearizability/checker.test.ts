@@ -200,6 +200,51 @@ describe("linearizability checker: hand-made histories", () => {
     ).toBe("ok")
   })
 
+  it("a timed-out put no read saw can still explain a later deleted=true", () => {
+    const h = (call: number) =>
+      hist(
+        ["a", put("x", "1"), OK_PUT, 0, 1],
+        ["b", put("x", "2"), "info", call, call + 1],
+        ["a", del("x"), deleted(true), 4, 5],
+        ["a", del("x"), deleted(true), 6, 7],
+      )
+    expect(verdict(h(2)).verdict).toBe("ok")
+    expect(verdict(h(8)).verdict).toBe("illegal")
+  })
+
+  it("a timed-out delete can explain an absent read, but not a value coming back", () => {
+    const h = (...more: Array<[string, KvInput, Outcome, number, number]>) =>
+      hist(
+        ["a", put("x", "1"), OK_PUT, 0, 1],
+        ["b", del("x"), "info", 2, 3],
+        ["c", get("x"), saw(null), 4, 5],
+        ...more,
+      )
+    expect(verdict(h()).verdict).toBe("ok")
+    expect(verdict(h(["c", del("x"), deleted(false), 6, 7])).verdict).toBe("ok")
+    expect(verdict(h(["c", get("x"), saw("1"), 6, 7])).verdict).toBe("illegal")
+    // Two absent reads around a re-put need two deletes; only one timed out.
+    expect(
+      verdict(
+        h(
+          ["a", put("x", "3"), OK_PUT, 6, 7],
+          ["c", get("x"), saw("3"), 8, 9],
+          ["c", get("x"), saw(null), 10, 11],
+        ),
+      ).verdict,
+    ).toBe("illegal")
+    expect(
+      verdict(
+        h(
+          ["a", put("x", "3"), OK_PUT, 6, 7],
+          ["c", get("x"), saw("3"), 8, 9],
+          ["d", del("x"), "info", 9.5, 9.6],
+          ["c", get("x"), saw(null), 10, 11],
+        ),
+      ).verdict,
+    ).toBe("ok")
+  })
+
   it("batches are atomic across keys", () => {
     const b: [string, KvInput, Outcome, number, number] = [
       "a",
@@ -242,7 +287,14 @@ describe("linearizability checker: hand-made histories", () => {
       ),
     )
     expect(r.verdict).toBe("ok")
-    expect(r.partitions.map((p) => [...p.keys].sort())).toEqual([["x", "y", "z"], ["w"]])
+    // Single keys, then each key of the joined partition alone, then the joined partition.
+    expect(r.partitions.map((p) => [[...p.keys].sort(), p.projectionOf !== undefined])).toEqual([
+      [["w"], false],
+      [["x"], true],
+      [["y"], true],
+      [["z"], true],
+      [["x", "y", "z"], false],
+    ])
   })
 
   it("rejects a read of a value never written", () => {
