@@ -34,7 +34,8 @@ import type { ValueSealer } from "../fsm/valueSealer.ts"
 import { FORWARDED_HEADER, forwardRequest } from "../kv/forward.ts"
 import { fromPromise } from "../kv/kvEndpoints.ts"
 import { NotLeader, type RaftNode } from "../node/raftNode.ts"
-import { EncryptionState as StoredState } from "../stateMachine/valueHeader.ts"
+import type { Version } from "../stateMachine/mvccStore.ts"
+import { encodeStoredValue, EncryptionState as StoredState } from "../stateMachine/valueHeader.ts"
 import { kindOfPayload } from "./encryptionState.ts"
 import { preValidate } from "./preValidation.ts"
 import { decodeJson, type EncryptionRuntime } from "./runtime.ts"
@@ -250,7 +251,8 @@ export class EncryptionHandlers {
       })
     const rate = Math.max(0.01, req.rate_mib_s ?? 8) * 1024 * 1024
     this.rewriteProgress = { done: false, progress: 0 }
-    void this.runRewrite(rate).catch(() => {
+    void this.runRewrite(rate).catch((e: unknown) => {
+      this.c.rt.o.log.error("rewrite stopped", { error: String(e) })
       this.rewriteProgress = { done: true, progress: this.rewriteProgress?.progress ?? 0 }
     })
     return { started: true }
@@ -258,43 +260,57 @@ export class EncryptionHandlers {
 
   private async runRewrite(bytesPerSec: number): Promise<void> {
     const node = this.c.node
-    const todo: { key: string; index: number; stored: Uint8Array }[] = []
-    let total = 0
+    const log = this.c.rt.o.log
+    // The versions to re-seal, found first so progress has a denominator; each is re-read
+    // against its expected bytes when rewritten (an apply or GC meanwhile wins).
+    const todo: Version[] = []
     for await (const v of node.store.iterateVersions()) {
-      total++
       if (v.header.tombstone) continue
-      const active = this.c.rt.state.active.storage
       if (v.header.encryptionState === StoredState.StorageEnvelope) {
         const h = envelopeHeader(v.payload)
-        if (Result.isSuccess(h) && h.success.keyId === active) continue
+        if (Result.isSuccess(h) && h.success.keyId === this.c.rt.state.active.storage) continue
       }
-      const stored = new Uint8Array(v.payload.length + 1)
-      stored[0] = v.header.encryptionState << 1
-      stored.set(v.payload, 1)
-      todo.push({ key: v.key, index: v.index, stored })
+      todo.push({
+        key: v.key,
+        version: v.index,
+        header: v.header,
+        payload: v.payload,
+        storageKey: v.storageKey,
+      })
     }
     let done = 0
+    let skipped = 0
     const t0 = Date.now()
     let bytes = 0
-    for (const t of todo) {
-      const value = this.c.sealer.open({
-        key: t.key,
-        version: t.index,
-        header: { tombstone: false, encryptionState: (t.stored[0]! >> 1) as 0 | 1 },
-        payload: t.stored.subarray(1),
-        storageKey: new Uint8Array(),
-      } as never)
+    for (const v of todo) {
+      let value: Uint8Array
+      try {
+        // Opened with its own storage key as AAD, exactly as a read opens it.
+        value = this.c.sealer.open(v)
+      } catch (e) {
+        // A version that does not open stays as it is (reads report it as IntegrityError).
+        skipped++
+        log.warn("rewrite skips a version that does not open", {
+          key: v.key,
+          version: v.version,
+          error: String(e),
+        })
+        done++
+        continue
+      }
       const h = this.c.sealer.prepare === undefined ? null : await this.c.sealer.prepare()
       if (h !== null) throw new Error(h.message)
-      const next = this.c.sealer.seal(t.key, t.index, value)
-      await node.store.rewriteInPlace(t.key, t.index, next, { expected: t.stored })
+      const next = this.c.sealer.seal(v.key, v.version, value)
+      await node.store.rewriteInPlace(v.key, v.version, next, {
+        expected: encodeStoredValue(v.header.encryptionState, v.payload),
+      })
       done++
       bytes += next.length
-      this.rewriteProgress = { done: false, progress: todo.length === 0 ? 1 : done / todo.length }
+      this.rewriteProgress = { done: false, progress: done / todo.length }
       const ahead = bytes / bytesPerSec - (Date.now() - t0) / 1000
       if (ahead > 0) await new Promise((r) => setTimeout(r, ahead * 1000))
     }
-    void total
+    log.info("rewrite done", { versions: todo.length, skipped, bytes, ms: Date.now() - t0 })
     this.rewriteProgress = { done: true, progress: 1 }
   }
 
