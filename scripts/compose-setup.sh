@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates what docker-compose.yml needs under data/compose/ (git-ignored),
+# Creates what docker-compose.yml needs under data/compose/ (git-ignored;
+# EKV_COMPOSE_DIR, an absolute path, overrides it: pass the same to compose),
 # once; existing files are kept (a new KEK would make the volumes unreadable):
 #
 #   secrets/kek, secrets/kek-next     32 random bytes each: the KEK and the next KEK
@@ -22,7 +23,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dir="$root/data/compose"
+dir="${EKV_COMPOSE_DIR:-$root/data/compose}"
 secrets="$dir/secrets"
 UID_EKV=10001
 NODES=(n1 n2 n3)
@@ -38,7 +39,7 @@ for arg in "$@"; do
   case "$arg" in
     --local) local_images=1 ;;
     -h | --help)
-      sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,/^set -euo/{/^set -euo/!p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) die "unknown argument: $arg" ;;

@@ -6,6 +6,7 @@
 #   ekv/node-base:24    Node 24 + its libraries and classic-level's, user ekv
 #   ekv/ekv:dev         the service image (Dockerfile, --target context) on
 #                       ekv/node-base:24; rebuilt when its inputs changed
+# and installs Debian's docker-compose (v1) when missing, for the compose check.
 #
 #   setup-docker.sh [--rebuild] [--check]
 #     --rebuild  rebuild the images even when present
@@ -77,6 +78,17 @@ if ! engine_up; then
 $(tail -n 20 "$DOCKERD_LOG" 2>/dev/null)"
 fi
 say "engine $(docker version --format '{{.Server.Version}}' 2>/dev/null) reachable"
+
+# --- docker-compose (v1) ---------------------------------------------------------
+# Debian packages Compose v1 only; the e2e suite checks docker-compose.yml with
+# it (test/e2e/compose.test.ts). Best effort: without it that test says why.
+if ! command -v docker-compose >/dev/null 2>&1 && can_provision; then
+  say "installing docker-compose (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq docker-compose >>/tmp/ekv-apt.log 2>&1 ||
+    { apt-get update -qq >>/tmp/ekv-apt.log 2>&1 && apt-get install -y -qq docker-compose >>/tmp/ekv-apt.log 2>&1; } ||
+    say "warning: apt-get install docker-compose failed (see /tmp/ekv-apt.log)"
+fi
 
 # --- images -------------------------------------------------------------------
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
