@@ -9,7 +9,11 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["libs/*/test/**/*.test.ts", "services/*/test/unit/**/*.test.ts", "test/unit/**/*.test.ts"],
+          include: [
+            "libs/*/test/**/*.test.ts",
+            "services/*/test/unit/**/*.test.ts",
+            "test/unit/**/*.test.ts",
+          ],
           testTimeout: 120_000,
         },
       },
