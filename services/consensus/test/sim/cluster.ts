@@ -683,8 +683,12 @@ export class Simulation {
     const r = this.rng.next()
     const l = this.leader()
     if (r < 0.65) {
-      // A third of the time isolate the leader; else split at random.
-      const side = l !== null && r < 0.25 ? new Set([l.id]) : new Set(ids.filter(() => this.rng.chance(0.5)))
+      // Isolate the leader, or strand it in a minority with one follower (it keeps
+      // appending there: divergent uncommitted tails), or split at random.
+      let side: Set<NodeId>
+      if (l !== null && r < 0.15) side = new Set([l.id])
+      else if (l !== null && r < 0.3) side = new Set([l.id, this.rng.pick(ids.filter((x) => x !== l.id))])
+      else side = new Set(ids.filter(() => this.rng.chance(0.5)))
       for (const a of ids) for (const b of ids) if (side.has(a) !== side.has(b)) this.blocked.add(`${a}>${b}`)
       this.trace(`partition {${[...side].join(",")}}`)
     } else {
