@@ -29,7 +29,7 @@ const single = num("seed")
 if (single !== undefined) {
   const r = runSeed(optionsForSeed(single, over))
   if (r.ok) {
-    if (trace) console.log("(run passed; rerun a failing seed with --trace to see its decisions)")
+    for (const line of r.trace) console.log(line)
     console.log(`seed ${single}: ok`, r.stats)
   } else {
     for (const line of r.failure.trace) console.log(line)

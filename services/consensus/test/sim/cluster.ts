@@ -938,10 +938,11 @@ export class Simulation {
 
 export const runSeed = (
   o: SimOptions,
-): { ok: true; stats: SimStats } | { ok: false; failure: SimFailure } => {
+): { ok: true; stats: SimStats; trace: readonly string[] } | { ok: false; failure: SimFailure } => {
   const sim = new Simulation(o)
   try {
-    return { ok: true, stats: sim.run() }
+    const stats = sim.run()
+    return { ok: true, stats, trace: o.trace ? sim.traceLines() : [] }
   } catch (e) {
     if (e instanceof SimFailure) return { ok: false, failure: e }
     // An assertion inside the core (debug invariants) is a failure of the seed too.

@@ -194,7 +194,7 @@ describe("replication", () => {
   })
 
   it("an acknowledgement of entries replaced before they were persisted is withdrawn", () => {
-    // Found by the simulation: n3 accepts 2/2 from the term-2 leader, then, before
+    // n3 accepts 2/2 from the term-2 leader, then, before
     // its next Ready, a term-3 leader replaces index 2. Acknowledging 2 to the
     // term-2 leader after persisting 2/3 would be a lie it could commit on.
     const rn = new RawNode({
