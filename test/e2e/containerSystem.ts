@@ -110,6 +110,10 @@ export const parseMetrics = (text: string): Metrics => {
   return out
 }
 
+/** Metric names the text declares (`# TYPE`), with or without samples yet. */
+export const declaredMetrics = (text: string): Set<string> =>
+  new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!))
+
 /** The series of `name` (any labels). */
 export const series = (metrics: Metrics, name: string): Array<[string, number]> =>
   [...metrics].filter(([k]) => k === name || k.startsWith(`${name}{`))
@@ -212,14 +216,19 @@ export class ContainerSystem {
     return r.found ? Buffer.from(r.value ?? "", "base64").toString("utf8") : undefined
   }
 
-  /** GET /metrics of one process (e.g. "consensus-n1", "keystore-n2", "admin"). */
-  async metrics(name: string): Promise<Metrics> {
+  /** GET /metrics of one process (e.g. "consensus-n1", "keystore-n2", "admin"), as text. */
+  async metricsText(name: string): Promise<string> {
     const c = this.container(name)
     const res = await fetch(`http://${c.getHost()}:${c.getMappedPort(METRICS_PORT)}/metrics`, {
       signal: AbortSignal.timeout(5_000),
     })
     if (res.status !== 200) throw new Error(`${name} /metrics: HTTP ${res.status}`)
-    return parseMetrics(await res.text())
+    return res.text()
+  }
+
+  /** GET /metrics of one process, parsed. */
+  async metrics(name: string): Promise<Metrics> {
+    return parseMetrics(await this.metricsText(name))
   }
 
   /** Runs the image's healthcheck in the container (`docker exec`, exec form: no shell needed). */
