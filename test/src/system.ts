@@ -815,22 +815,32 @@ export class EkvSystem {
   }
 
   /** Waits until every node in `nodes` applied at least `index` (by its health endpoint). */
-  waitForApplied(
+  async waitForApplied(
     index: number,
     nodes: readonly string[] = this.runningNodes(),
     timeoutMs = 60_000,
   ): Promise<void> {
-    return this.until(
-      `${nodes.join(",")} applied ${index}`,
-      async () => {
-        for (const n of nodes) {
-          const h = await this.health(n, 1_000)
-          if (!h.ok || h.value.applied_index < index) return undefined
-        }
-        return true as const
-      },
-      timeoutMs,
-    ).then(() => undefined)
+    const last = new Map<string, unknown>()
+    try {
+      await this.until(
+        `${nodes.join(",")} applied ${index}`,
+        async () => {
+          let all = true
+          for (const n of nodes) {
+            const h = await this.health(n, 1_000).catch((e: unknown) =>
+              e instanceof Error ? e : new Error(String(e)),
+            )
+            last.set(n, h instanceof Error ? h.message : h.ok ? h.value : h.error)
+            if (h instanceof Error || !h.ok || h.value.applied_index < index) all = false
+          }
+          return all ? true : undefined
+        },
+        timeoutMs,
+      )
+    } catch (e) {
+      const seen = [...last].map(([n, h]) => `${n}: ${JSON.stringify(h)}`).join("; ")
+      throw new Error(`${e instanceof Error ? e.message : String(e)}; last health: ${seen}`)
+    }
   }
 
   /** Waits until `node` reports halted (on health); returns the halt. */

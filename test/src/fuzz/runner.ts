@@ -71,6 +71,8 @@ export interface FuzzReport {
   readonly unattributedCommitChanges: ReadonlyArray<FuzzResult>
   /** Error replies whose commit index before and after were both read. */
   readonly rejectedChecked: number
+  /** Typed `Internal` errors: acceptable on the wire, but each is a bug (CONTRACT §1). */
+  readonly internal: ReadonlyArray<FuzzResult>
 }
 
 const decodeStatus = Schema.decodeUnknownResult(Schema.fromJsonString(ClusterStatusReply))
@@ -132,6 +134,7 @@ export const runFuzz = async (o: FuzzOptions): Promise<FuzzReport> => {
   const rejectedCommitChanges: FuzzResult[] = []
   const unattributedCommitChanges: FuzzResult[] = []
   let rejectedChecked = 0
+  const internal: FuzzResult[] = []
   let lastMutation = Number.NEGATIVE_INFINITY
   let before = track ? await status() : undefined
   let i = 0
@@ -169,6 +172,7 @@ export const runFuzz = async (o: FuzzOptions): Promise<FuzzReport> => {
     const k = `${p.kind}/${c.outcome}${c.code === undefined ? "" : `/${c.code}`}`
     ep[k] = (ep[k] ?? 0) + 1
     if (isFinding(c.outcome)) findings.push(r)
+    if (c.code === "Internal") internal.push(r)
     if (c.outcome === Outcome.error && before !== undefined && after !== undefined) {
       rejectedChecked++
       if (after.commit !== before.commit) (quiet ? rejectedCommitChanges : unattributedCommitChanges).push(r)
@@ -188,6 +192,7 @@ export const runFuzz = async (o: FuzzOptions): Promise<FuzzReport> => {
     rejectedCommitChanges,
     unattributedCommitChanges,
     rejectedChecked,
+    internal,
   }
 }
 
@@ -203,6 +208,12 @@ export const renderFuzzReport = (r: FuzzReport): string => {
     lines.push(
       `FINDING #${f.i} ${f.endpoint} ${f.kind}/${f.mutation ?? ""} (${f.note ?? ""}): ${f.outcome} ${f.problem ?? ""}`,
     )
+  const internalKinds = new Map<string, number>()
+  for (const f of r.internal) {
+    const k = `${f.endpoint} ${f.kind}/${f.mutation ?? ""}`
+    internalKinds.set(k, (internalKinds.get(k) ?? 0) + 1)
+  }
+  for (const [k, n] of internalKinds) lines.push(`INTERNAL ×${n}: ${k}`)
   for (const f of r.rejectedCommitChanges.slice(0, 20))
     lines.push(
       `COMMIT MOVED #${f.i} ${f.endpoint} ${f.kind}/${f.mutation ?? ""} (${f.note ?? ""}) -> ${f.code}: ${f.commitBefore} -> ${f.commitAfter}`,
