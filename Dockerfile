@@ -31,7 +31,7 @@ VOLUME ["/data"]
 EXPOSE 9464
 # Healthy while the process serves its metrics (and, for consensus, apply is
 # not halted); docker/healthcheck/check.ts finds the service from PID 1.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=3 \
   CMD ["node", "/app/docker/healthcheck/check.ts"]
 ENTRYPOINT ["node", "/app/docker/run.ts"]
 CMD ["admin"]
