@@ -112,7 +112,7 @@ describe("ekv from its images", () => {
           `${name} healthy`,
           () => system.dockerHealth(name),
           (h) => h === "healthy",
-          45_000,
+          90_000,
         ),
       ).toBe("healthy")
     }
