@@ -19,6 +19,8 @@ export interface ClusterEventInput {
 
 export interface ClusterEvents {
   publish(e: ClusterEventInput, clusterId: string): void
+  /** Resolves once every event published so far was sent (or given up on). */
+  flush?(): Promise<void>
 }
 
 export const makeClusterEvents = (nc: NatsConnection, prefix: string, node: string): ClusterEvents => {
@@ -53,5 +55,6 @@ export const makeClusterEvents = (nc: NatsConnection, prefix: string, node: stri
         }
       })
     },
+    flush: () => chain,
   }
 }

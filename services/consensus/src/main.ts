@@ -15,7 +15,7 @@ import { serveCluster } from "./clusterEndpoints.ts"
 import { ConfigError, type ConsensusConfig, loadConfig } from "./config.ts"
 import { serveEncryption } from "./encryption/adminEndpoints.ts"
 import { startRotationWatch } from "./encryption/rotation.ts"
-import { EncryptionRuntime, knownMembers } from "./encryption/runtime.ts"
+import { EncryptionRuntime, knownMembers, type RefusedStart } from "./encryption/runtime.ts"
 import { makeClusterEvents } from "./events.ts"
 import { Applier } from "./fsm/applier.ts"
 import { testFaultInjector } from "./fsm/halt.ts"
@@ -117,6 +117,15 @@ const run = async (): Promise<void> => {
   const program = Effect.gen(function* () {
     const nc = yield* Nats
     const events = makeClusterEvents(nc, cfg.prefix, cfg.nodeId)
+    // One line (written by refuse), and the event on the bus first (SPEC §7).
+    const refuseStart = async (r: RefusedStart): Promise<never> => {
+      events.publish(
+        { kind: "refused-start", code: r.code as never, reason: r.message, msgKey: Date.now() },
+        applier.clusterId,
+      )
+      await Promise.race([events.flush?.(), new Promise((res) => setTimeout(res, 5_000))])
+      return refuse(undefined, r.code, r.message)
+    }
     const runtime = new EncryptionRuntime({
       nodeId: cfg.nodeId,
       prefix: cfg.prefix,
@@ -125,6 +134,7 @@ const run = async (): Promise<void> => {
       nodeSecretPath: cfg.nodeSecretPath,
       log: log.child("encryption"),
       metrics,
+      refuseLate: (r) => void refuseStart(r),
     })
     rt = runtime
     if (cfg.rotateOnStartup) runtime.requestRotateOnStartup()
@@ -134,15 +144,7 @@ const run = async (): Promise<void> => {
         knownMembers(applier.membership, storage.persisted.entries, storage.persisted.applied),
       ),
     )
-    if (refused !== null) {
-      log.error(`refusing to start: ${refused.code}`, { code: refused.code, reason: refused.message })
-      events.publish(
-        { kind: "refused-start", code: refused.code as never, reason: refused.message, msgKey: Date.now() },
-        applier.clusterId,
-      )
-      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 500)))
-      return yield* Effect.promise(() => refuse(undefined, refused.code, refused.message))
-    }
+    if (refused !== null) return yield* Effect.promise(() => refuseStart(refused))
     const node = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const n = new RaftNode({

@@ -12,7 +12,7 @@ import type { NatsConnection } from "@nats-io/transport-node"
 import { Effect, Result, Schema } from "effect"
 import type { Applier, RaftEnvelopeOpener } from "../fsm/applier.ts"
 import type { SealerHalt, SealingKeys } from "../fsm/valueSealer.ts"
-import { KeystoreClient } from "../keystore/keystoreClient.ts"
+import { KeystoreClient, type Liveness } from "../keystore/keystoreClient.ts"
 import { KeystoreDispatcher } from "../keystore/keystoreDispatcher.ts"
 import { forwardRequest } from "../kv/forward.ts"
 import type { Log } from "../log.ts"
@@ -68,6 +68,8 @@ export interface RuntimeOptions {
   readonly nodeSecretPath: string
   readonly log: Log
   readonly metrics: ConsensusMetrics
+  /** A start-up guard that could only run once the keystore answered refused: exit as a refused start. */
+  readonly refuseLate?: (r: RefusedStart) => void
 }
 
 export interface RefusedStart {
@@ -85,6 +87,8 @@ export class EncryptionRuntime {
   /** Index of an appended, unapplied enable-raft-envelope entry (SPEC §2.5 proposal barrier). */
   barrierIndex = 0
   private pendingRestore: typeof EncryptionStateExport.Type | null = null
+  /** Start-up guards not run yet because the keystore did not answer at start. */
+  private deferredGuards: { readonly lastLogIndex: number } | null = null
   private rotateOnStartup: { requested: boolean; done: boolean } = { requested: false, done: true }
 
   constructor(o: RuntimeOptions) {
@@ -131,6 +135,8 @@ export class EncryptionRuntime {
   get healthReady(): boolean {
     // A requested rotation holds health only where it can happen: on the leader.
     if (!this.rotateOnStartup.done && this.node?.isLeader === true) return false
+    // A capable keystore answered: ok only once the session is open (before bootstrap too).
+    if (this.session.awaitingOpen) return false
     return !hasDeks(this.state) || this.session.ready
   }
 
@@ -168,8 +174,16 @@ export class EncryptionRuntime {
     while (live === null && Date.now() < deadline) live = await this.keystore.liveness().catch(() => null)
     if (live === null) {
       this.o.log.warn("keystore not answering at start", { has_deks: hasDeks(st) })
+      // The sidecar checks run before the first apply instead (beforeApply), once it answers.
+      if (hasDeks(st)) this.deferredGuards = { lastLogIndex }
       return null
     }
+    return this.sidecarGuards(live, lastLogIndex)
+  }
+
+  /** The guards comparing the keystore's sidecar with this node's state machine and log. */
+  private async sidecarGuards(live: Liveness, lastLogIndex: number): Promise<RefusedStart | null> {
+    const st = this.state
     this.o.metrics.sidecarIndex.set(live.raft_applied_index)
     // A snapshot installed before a crash whose keystore restore did not happen yet.
     const attached = await this.o.applier.store.getMeta(KEYSTORE_STATE_META)
@@ -379,8 +393,28 @@ export class EncryptionRuntime {
     if (Result.isSuccess(d)) this.pendingRestore = d.success
   }
 
-  /** Before apply: a pending keystore restore goes first, then a new session (SPEC §4.6, §6). */
+  /** Before apply: deferred start-up guards, a pending keystore restore, then a new session (SPEC §4.6, §6, §7). */
   async beforeApply(): Promise<SealerHalt | null> {
+    const g = this.deferredGuards
+    if (g !== null) {
+      const live = await this.keystore.liveness().catch(() => null)
+      if (live === null)
+        return {
+          reason: "KeystoreUnavailable",
+          message: "the keystore has not answered since this process started; its sidecar is not checked yet",
+          transient: true,
+        }
+      const refused = await this.sidecarGuards(live, g.lastLogIndex)
+      this.deferredGuards = null
+      if (refused !== null) {
+        this.o.refuseLate?.(refused)
+        return {
+          reason: "SidecarBehindRaftLog",
+          message: `${refused.code}: ${refused.message}`,
+          transient: false,
+        }
+      }
+    }
     const r = this.pendingRestore
     if (r === null) return null
     try {

@@ -67,6 +67,8 @@ export class EncryptionSession {
   /** Per purpose, the active key id this session last sealed under (SPEC §6 hand-over fallback). */
   private readonly lastSealing: Record<Purpose, number> = { storage: 0, raft: 0 }
   private opening: Promise<void> | null = null
+  /** An encryption-capable keystore answered and the session is not open yet (health waits: CONTRACT §4). */
+  awaitingOpen = false
   private registering = new Set<number>()
   private closed = false
   private readyFlag = false
@@ -112,14 +114,17 @@ export class EncryptionSession {
       } catch (e) {
         if (attempt++ % 10 === 0)
           this.d.log.warn("writer session not open yet; retrying", { error: String(e) })
-        await sleep(Math.min(2_000, 100 * 2 ** Math.min(attempt, 5)))
+        // Waiting for a leader (floors) is short: keep the retry close behind the election.
+        await sleep(Math.min(this.awaitingOpen ? 250 : 2_000, 100 * 2 ** Math.min(attempt, 5)))
       }
     }
   }
 
   private async openOnce(): Promise<void> {
+    this.awaitingOpen = false
     const live = await this.d.keystore.liveness()
     if (!live.encryption_capable) throw new Error("the keystore is not encryption-capable")
+    this.awaitingOpen = true
     this.secret ??= await this.d.nodeSecret()
     const floors = await this.d.floors()
     const kp = generateHandoverKeyPair()
@@ -144,6 +149,7 @@ export class EncryptionSession {
     this.keys.clear()
     this.exhausted.clear()
     this.sessionId = sessionId
+    this.awaitingOpen = false
     this.publicKey = kp.publicKey
     this.privateKey = kp.privateKey
     for (const h of opened.success) this.addKey(h.keyId, h.purpose, h.dek, h.localEpoch, false)

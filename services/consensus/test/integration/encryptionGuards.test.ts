@@ -240,6 +240,43 @@ describe("start-up guards decided by consensus (SPEC §7)", () => {
     await sys.waitForHealthy(f, 60_000)
   }, 120_000)
 
+  it("a keystore down at start: the sidecar guards run once it answers, before anything applies", async () => {
+    fail()
+    const f = await follower()
+    await sys.copySidecar(f, "late-old")
+    await rotate("storage")
+    const idx = await sys.putRetry("guards/late", "v")
+    await sys.waitForApplied(idx)
+    await sys.killNode(f)
+    await sys.copySidecar(f, "late-new")
+    await sys.rollbackSidecar(f, "late-old")
+    const since = new Date().toISOString()
+    // Consensus first: its keystore does not answer, so it starts without the checks.
+    await sys.start(`consensus-${f}`)
+    await sys.start(`keystore-${f}`)
+    await sys.putRetry("guards/late/trigger", "v")
+    const exit = await sys.waitExit(`consensus-${f}`, 60_000)
+    expect(exit?.code ?? 0).not.toBe(0)
+    expect(await sys.readLog(`consensus-${f}`)).toContain("refusing to start: SidecarBehindRaftLog")
+    await sys.until(
+      "late refused-start event",
+      async () =>
+        (await clusterEvents(sys, f)).find(
+          (e) =>
+            e.body.kind === "refused-start" &&
+            e.body.code === "SidecarBehindRaftLog" &&
+            String(e.body.at) >= since,
+        ),
+      20_000,
+      500,
+    )
+    await sys.killNode(f)
+    await sys.rollbackSidecar(f, "late-new")
+    await sys.startNode(f)
+    await sys.waitForHealthy(f, 60_000)
+    await sameKeystoreState()
+  }, 120_000)
+
   it("NodeIDCollision: two members share a node_id16", async () => {
     fail()
     // n24292 shares node_id16 0xd4c0 with n1 (vectors/node_ids.json with_cluster_ids).
