@@ -31,6 +31,8 @@ export const Mutation = {
   truncatedJson: "truncated-json",
   binaryGarbage: "binary-garbage",
   randomJson: "random-json",
+  /** One element of an array field (batch op, bootstrap writer) is wrong. */
+  nested: "nested",
 } as const
 export type Mutation = (typeof Mutation)[keyof typeof Mutation]
 
@@ -237,6 +239,60 @@ export const nearValidPayload = (e: Endpoint): fc.Arbitrary<Payload> => {
   const notObject = fc
     .constantFrom<unknown>(null, [], [{}], 0, "{}", true, -1)
     .map((v) => make(Mutation.notAnObject, JSON.stringify(v), json(v)))
+  // One element of an array field (a batch op, a bootstrap writer) with one defect.
+  const arrayFields = shapes.flatMap((shape) =>
+    shape.flatMap((f) => (f.spec.t === "array" ? [{ shape, f, item: f.spec.item }] : [])),
+  )
+  const nested =
+    arrayFields.length === 0
+      ? undefined
+      : fc.constantFrom(...arrayFields).chain(({ shape, f, item }) =>
+          fc
+            .tuple(
+              validObject(shape),
+              fc.constantFrom(...item).chain((itemShape) =>
+                validObject(itemShape).chain((o) => {
+                  const present = fieldsOf(o, itemShape)
+                  const defects: Array<fc.Arbitrary<[string, Record<string, unknown>]>> = [
+                    fc.constant<[string, Record<string, unknown>]>(["extra field", { ...o, fuzz: 1 }]),
+                  ]
+                  for (const g of present) {
+                    const bad = outOfRange(g.spec)
+                    if (bad.length > 0)
+                      defects.push(
+                        fc
+                          .constantFrom(...bad)
+                          .map((v): [string, Record<string, unknown>] => [
+                            `${g.name}: ${JSON.stringify(v).slice(0, 40)}`,
+                            { ...o, [g.name]: v },
+                          ]),
+                      )
+                    defects.push(
+                      anyJson
+                        .filter((v) => typeOf(v) !== specType(g.spec))
+                        .map((v): [string, Record<string, unknown>] => [
+                          `${g.name}: ${typeOf(v)}`,
+                          { ...o, [g.name]: v },
+                        ]),
+                    )
+                    if (!g.optional) {
+                      const { [g.name]: _, ...rest } = o
+                      defects.push(
+                        fc.constant<[string, Record<string, unknown>]>([`without ${g.name}`, rest]),
+                      )
+                    }
+                  }
+                  return fc.oneof(...defects)
+                }),
+              ),
+              fc.nat(),
+            )
+            .map(([o, [what, bad], n]) => {
+              const arr = Array.isArray(o[f.name]) ? [...(o[f.name] as unknown[])] : []
+              arr.splice(n % (arr.length + 1), 0, bad)
+              return make(Mutation.nested, `${f.name}[]: ${what}`, json({ ...o, [f.name]: arr }))
+            }),
+        )
   const weighted: Array<fc.WeightedArbitrary<Payload>> = [
     { arbitrary: wrongType, weight: 6 },
     { arbitrary: range, weight: 6 },
@@ -247,6 +303,7 @@ export const nearValidPayload = (e: Endpoint): fc.Arbitrary<Payload> => {
   ]
   for (const [a, w] of [
     [missing, 4],
+    [nested, 6],
     [badB64, 3],
     [badUtf8, 3],
   ] as const)

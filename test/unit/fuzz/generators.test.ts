@@ -113,6 +113,18 @@ describe("fuzz generators produce what they claim", () => {
       expect(by(m).length).toBeGreaterThan(0)
   })
 
+  it("array fields get defects inside one element (batch ops, bootstrap writers)", () => {
+    for (const name of ["kv.batch", "admin.encryption.bootstrap"]) {
+      const e = catalog.find((x) => x.name === name) as Endpoint
+      const nested = fc
+        .sample(nearValidPayload(e), { numRuns: 300, seed: 5 })
+        .filter((p) => p.mutation === Mutation.nested)
+      expect(nested.length).toBeGreaterThan(10)
+      const decode = wireDecoder(e)
+      for (const p of nested) expect(Result.isFailure(decode(p.body)), `${p.note}`).toBe(true)
+    }
+  })
+
   it("garbage payloads are labelled, and sampling is reproducible from the seed", () => {
     const get = catalog.find((e) => e.name === "kv.get") as Endpoint
     const g = fc.sample(garbagePayload(get), { numRuns: 100, seed: 4 })
