@@ -15,7 +15,7 @@
 // each process's Prometheus endpoint through its mapped port.
 import { execFile } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -253,6 +253,11 @@ export class ContainerSystem {
     await run("docker", ["kill", this.container(name).getId()])
   }
 
+  /** `docker stop`: SIGTERM, up to 10 s for a clean shutdown. The container stays (start it again with start). */
+  async stopContainer(name: string): Promise<void> {
+    await run("docker", ["stop", "-t", "10", this.container(name).getId()])
+  }
+
   /** Starts a killed or stopped container again and waits for its ready line. */
   async start(name: string): Promise<void> {
     await this.container(name).restart()
@@ -326,6 +331,16 @@ export const eventually = async <A>(
 }
 
 const isRoot = () => process.getuid?.() === 0
+
+/** Gives a tree the host wrote into a node's data directory back to the image's user. */
+export const chownToImageUser = (path: string): void => {
+  chownSync(path, EKV_UID, EKV_UID)
+  for (const entry of readdirSync(path, { withFileTypes: true })) {
+    const child = join(path, entry.name)
+    if (entry.isDirectory()) chownToImageUser(child)
+    else chownSync(child, EKV_UID, EKV_UID)
+  }
+}
 
 /** A file the image's user can read and nobody else: 0400, owned by uid 10001 (as compose-setup.sh does). */
 const secretFile = (path: string, content: string | Uint8Array): void => {

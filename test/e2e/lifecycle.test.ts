@@ -6,9 +6,12 @@
 // every write still reads back. Each step also checks what the metrics say:
 // active key ids on every keystore, no halts; and at the end no decrypt
 // failures anywhere.
+import { join } from "node:path"
+import { ClassicLevel } from "classic-level"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import {
   type ContainerSystem,
+  chownToImageUser,
   declaredMetrics,
   eventually,
   type Metrics,
@@ -222,5 +225,64 @@ describe("encryption lifecycle from the images", () => {
       expect(failures.declared, `${n}: ekv_decrypt_failures_total is exported`).toBe(true)
       expect(failures.series.filter(([, v]) => v !== 0)).toEqual([])
     }
+  })
+
+  it("answers IntegrityError for a tampered stored value and counts it as a decrypt failure", async () => {
+    onTestFailed(() => console.error(system.logTail(60)))
+    const key = "tamper-me"
+    const index = await system.put(key, "sealed secret")
+    const victim = system.nodes.find((n) => n !== system.nodes[0])!
+    await eventually(
+      `${victim} applied`,
+      () => system.health(victim),
+      (h) => h.applied_index >= index,
+    )
+
+    // Flip one bit of the newest version's GCM tag in the victim's state database, offline.
+    await system.stopContainer(`consensus-${victim}`)
+    const dbDir = join(system.dataDir(victim), "consensus", "state", "db")
+    const db = new ClassicLevel<Uint8Array, Uint8Array>(dbDir, { keyEncoding: "view", valueEncoding: "view" })
+    await db.open()
+    const raw = new TextEncoder().encode(key)
+    // versionKey(k, i) = 0x01 ‖ k ‖ 0x00 0x01 ‖ BE u64 (2^64 − 1 − i): the newest version sorts first.
+    const prefix = Uint8Array.from([0x01, ...raw, 0x00, 0x01])
+    const end = Uint8Array.from([0x01, ...raw, 0x00, 0x02])
+    const [newest] = await db.iterator({ gte: prefix, lt: end, limit: 1 }).all()
+    expect(newest, "the sealed version is in the victim's state database").toBeDefined()
+    const [versionKey, value] = newest!
+    expect(value[0], "value header: storage envelope").toBe(0x02)
+    const tampered = Uint8Array.from(value)
+    tampered[tampered.length - 1]! ^= 0x01
+    await db.put(versionKey, tampered)
+    await db.close()
+    chownToImageUser(dbDir)
+    await system.start(`consensus-${victim}`)
+
+    // Reads are served by the leader: make the victim lead, then read the key.
+    await eventually(
+      `${victim} leads`,
+      async () => {
+        const s = await system.status()
+        if (s.leader !== victim) await system.ask("ekv.admin.cluster.transfer-leader", { node: victim })
+        return system.status()
+      },
+      (s) => s.leader === victim,
+      60_000,
+    )
+    const r = await system.ask<{ found?: boolean }>("ekv.kv.get", { key })
+    expect(r.code).toBe("500")
+    expect(r.body.error?.code).toBe("IntegrityError")
+
+    const counted = (await decryptFailures(victim)).series
+    expect(counted.filter(([, v]) => v !== 0)).toEqual([
+      ['ekv_decrypt_failures_total{reason="IntegrityError"}', 1],
+    ])
+    for (const n of system.nodes.filter((n) => n !== victim)) {
+      expect((await decryptFailures(n)).series.filter(([, v]) => v !== 0)).toEqual([])
+    }
+    // Everything else still opens; a new version of the key replaces the damaged one.
+    await readAll()
+    await system.put(key, "fresh")
+    expect(await system.get(key)).toBe("fresh")
   })
 })
