@@ -189,7 +189,7 @@ describe("pre-validation (SPEC §2.2, §4.4)", () => {
   it("bootstrap twice, control preconditions", () => {
     const e = preValidate(booted, boot(20, 21), 10)
     expect(e?._tag).toBe("FailedPrecondition")
-    expect((e?.details as { reason: string }).reason).toBe("AlreadyBootstrapped")
+    expect((e?.details as { reason: string } | undefined)?.reason).toBe("AlreadyBootstrapped")
     const reason = (p: unknown, s = booted) =>
       (preValidate(s, p as never, 10)?.details as { reason?: string } | undefined)?.reason
     expect(reason({ tag: Tag.Control, control: { kind: "enable-raft-envelope" } })).toBe(
