@@ -16,10 +16,14 @@
 # image's fixed non-root uid 10001 (the keystore refuses a KEK file with group
 # or other bits, or owned by another uid). That needs root (or sudo).
 #
-#   scripts/compose-setup.sh [--local]
+#   scripts/compose-setup.sh [--local] [--promote-next-kek]
 #     --local   use the images built on this machine (scripts/setup-docker.sh):
 #               ekv/nats:2.9.10 and ekv/ekv:dev from ekv/node-base:24 (--target context)
 #               instead of the official nats / node:24 images
+#     --promote-next-kek
+#               KEK rotation, after `ekv encryption rewrap-deks` succeeded: the
+#               next KEK becomes the KEK and a new next KEK is made; then
+#               restart the keystores (docs/compose.md)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,9 +39,11 @@ die() {
 }
 
 local_images=0
+promote=0
 for arg in "$@"; do
   case "$arg" in
     --local) local_images=1 ;;
+    --promote-next-kek) promote=1 ;;
     -h | --help)
       sed -n '2,/^set -euo/{/^set -euo/!p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
@@ -82,6 +88,13 @@ new_secret() {
   as_root chmod 0400 "$path"
 }
 
+if [ "$promote" -eq 1 ]; then
+  as_root test -e "$secrets/kek-next" || die "no secrets/kek-next to promote"
+  # The old KEK is kept as kek.retired (0400) until you delete it.
+  as_root mv -f "$secrets/kek" "$secrets/kek.retired"
+  as_root mv "$secrets/kek-next" "$secrets/kek"
+  say "promoted secrets/kek-next to secrets/kek (old KEK in secrets/kek.retired)"
+fi
 new_secret kek 32
 new_secret kek-next 32
 users=(operator admin)
@@ -105,7 +118,9 @@ port="${EKV_NATS_PORT:-4222}"
 printf '{ "servers": ["nats://127.0.0.1:%s"], "user": "operator", "pass": "%s" }\n' \
   "$port" "$(as_root cat "$secrets/nats-operator")" >"$dir/operator.json"
 
-if [ "$local_images" -eq 1 ]; then
+if [ "$promote" -eq 1 ] && [ -e "$dir/compose.env" ]; then
+  : # a KEK rotation keeps the image choices
+elif [ "$local_images" -eq 1 ]; then
   cat >"$dir/compose.env" <<'ENV'
 # Images built on this machine by scripts/setup-docker.sh (no registry needed).
 COMPOSE_PROJECT_NAME=ekv
@@ -124,4 +139,5 @@ EKV_BUILD_TARGET=npm
 EKV_NATS_IMAGE=nats:2.10
 ENV
 fi
-say "ready in ${dir#"$root"/}/ ($([ "$local_images" -eq 1 ] && echo "local images" || echo "official images"))"
+images="$(sed -n 's/^EKV_BASE_IMAGE=//p' "$dir/compose.env")"
+say "ready in ${dir#"$root"/}/ (base image $images)"
