@@ -70,8 +70,19 @@ const isOverEpoch = (v: unknown): v is number =>
  * paths replaced. Decoding the copy tells whether the request is otherwise
  * well-formed.
  */
-const clampEpochs = (json: unknown, path: string, found: string[], epochRecord: boolean): unknown => {
-  if (Array.isArray(json)) return json.map((v, i) => clampEpochs(v, `${path}[${i}]`, found, false))
+const MAX_EPOCH_SEARCH_DEPTH = 16
+
+const clampEpochs = (
+  json: unknown,
+  path: string,
+  found: string[],
+  epochRecord: boolean,
+  depth = 0,
+): unknown => {
+  // No request shape nests this deep: a deeper body is left as is (and fails its
+  // schema as InvalidArgument) instead of recursing until the stack overflows.
+  if (depth > MAX_EPOCH_SEARCH_DEPTH) return json
+  if (Array.isArray(json)) return json.map((v, i) => clampEpochs(v, `${path}[${i}]`, found, false, depth + 1))
   if (json === null || typeof json !== "object") return json
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(json)) {
@@ -79,7 +90,7 @@ const clampEpochs = (json: unknown, path: string, found: string[], epochRecord: 
     if ((epochRecord || EPOCH_FIELD.test(k)) && isOverEpoch(v)) {
       found.push(p)
       out[k] = 0
-    } else out[k] = clampEpochs(v, p, found, EPOCH_RECORDS.has(k))
+    } else out[k] = clampEpochs(v, p, found, EPOCH_RECORDS.has(k), depth + 1)
   }
   return out
 }
