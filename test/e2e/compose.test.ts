@@ -5,6 +5,7 @@
 // up, every ekv container turns healthy, the operator writes and reads with
 // the credentials the setup wrote and through the compose `ekv` CLI service,
 // metrics answer on the published ports, and `down -v` removes everything.
+// Every host port is a free one (the compose file lets each be overridden).
 import { execFile, spawnSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
@@ -19,14 +20,23 @@ import { eventually, parseMetrics, REPO_ROOT } from "./containerSystem.ts"
 const run = promisify(execFile)
 const hasCompose = spawnSync("docker-compose", ["version"]).status === 0
 const ci = !["", "0", "false"].includes(process.env.CI ?? "")
-/** Host ports docker-compose.yml publishes for metrics; they must be free. */
-const METRICS_PORTS = [9101, 9102, 9103, 9201, 9202, 9203, 9301, 9302]
+/** docker-compose.yml's host metrics ports, each overridable (EKV_METRICS_HOST_PORT_<SERVICE>). */
+const METRICS_SERVICES = [
+  "CONSENSUS_N1",
+  "CONSENSUS_N2",
+  "CONSENSUS_N3",
+  "KEYSTORE_N1",
+  "KEYSTORE_N2",
+  "KEYSTORE_N3",
+  "ADMIN_1",
+  "ADMIN_2",
+]
 
-const freePort = (port = 0): Promise<number> =>
+const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const srv = createServer()
     srv.once("error", reject)
-    srv.listen(port, "127.0.0.1", () => {
+    srv.listen(0, "127.0.0.1", () => {
       const addr = srv.address()
       const bound = typeof addr === "object" && addr !== null ? addr.port : 0
       srv.close(() => resolve(bound))
@@ -54,13 +64,10 @@ const ask = async (subject: string, body: unknown) => {
 describe.skipIf(!hasCompose && !ci)("docker-compose.yml with Compose v1 and the local images", () => {
   beforeAll(async () => {
     if (!hasCompose) throw new Error("docker-compose is not installed (scripts/setup-docker.sh installs it)")
-    for (const p of METRICS_PORTS) {
-      await freePort(p).catch(() => {
-        throw new Error(`port ${p} is in use; docker-compose.yml publishes metrics on it`)
-      })
-    }
     dir = mkdtempSync(join(tmpdir(), "ekv-compose-"))
+    // Free host ports, so this runs beside a deployment or another run.
     env = { ...process.env, EKV_COMPOSE_DIR: dir, EKV_NATS_PORT: String(await freePort()) }
+    for (const s of METRICS_SERVICES) env[`EKV_METRICS_HOST_PORT_${s}`] = String(await freePort())
     await run("bash", [join(REPO_ROOT, "scripts", "compose-setup.sh"), "--local"], { env })
     await compose("up", "-d")
   })
@@ -121,7 +128,7 @@ describe.skipIf(!hasCompose && !ci)("docker-compose.yml with Compose v1 and the 
     const { stdout } = await compose("run", "--rm", "ekv", "kv", "get", "compose")
     expect(stdout).toMatch(/compose\s+\d+\s+v1/)
 
-    const res = await fetch("http://127.0.0.1:9101/metrics")
+    const res = await fetch(`http://127.0.0.1:${env.EKV_METRICS_HOST_PORT_CONSENSUS_N1}/metrics`)
     const m = parseMetrics(await res.text())
     expect(m.get("ekv_raft_term")).toBe(status.term)
     expect(m.get("ekv_apply_halted")).toBe(0)
