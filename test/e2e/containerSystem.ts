@@ -36,6 +36,7 @@ export const NATS_IMAGE = process.env.EKV_E2E_NATS_IMAGE ?? "ekv/nats:2.9.10"
 const EKV_UID = 10001
 const METRICS_PORT = 9464
 const STARTUP_TIMEOUT_MS = 60_000
+const UNAVAILABLE_RETRY_MS = 15_000
 /** The consensus test fault file (services/consensus/src/main.ts FAULT_FILE), under <data>/consensus/. */
 export const FAULT_FILE = "test-fault-halt-at-index"
 
@@ -188,11 +189,20 @@ export class ContainerSystem {
     }
   }
 
-  /** A JSON request as the operator; an error reply throws ReplyError. */
+  /**
+   * A JSON request as the operator; an error reply throws ReplyError.
+   * `Unavailable` (no leader yet, a new leader's first commit pending) is
+   * retried for up to 15 s: CONTRACT §1 calls it safe to retry.
+   */
   async call<A = Record<string, unknown>>(subject: string, body: unknown, timeout = 20_000): Promise<A> {
-    const r = await this.ask<A>(subject, body, timeout)
-    if (r.code !== "" || r.body.error !== undefined) throw new ReplyError(subject, r as Reply)
-    return r.body
+    const deadline = Date.now() + UNAVAILABLE_RETRY_MS
+    for (;;) {
+      const r = await this.ask<A>(subject, body, timeout)
+      if (r.code === "" && r.body.error === undefined) return r.body
+      if (r.body.error?.code !== "Unavailable" || Date.now() > deadline)
+        throw new ReplyError(subject, r as Reply)
+      await sleep(200)
+    }
   }
 
   status(): Promise<ClusterStatus> {
@@ -428,7 +438,7 @@ export const startContainerSystem = async (opts: SystemOptions = {}): Promise<Co
           EKV_DATA_DIR: "/data",
           EKV_ENCRYPTION_ENABLED: encryption ? "true" : "false",
           EKV_NODE_SECRET_FILE: "/run/secrets/node-secret",
-          EKV_ELECTION_TIMEOUT_MS: String(opts.electionTimeoutMs ?? 500),
+          EKV_ELECTION_TIMEOUT_MS: String(opts.electionTimeoutMs ?? 1000),
         })
         mounts.push(
           { source: join(dir, node), target: "/data", mode: "rw" },

@@ -269,7 +269,12 @@ describe("encryption lifecycle from the images", () => {
       (s) => s.leader === victim,
       60_000,
     )
-    const r = await system.ask<{ found?: boolean }>("ekv.kv.get", { key })
+    // A new leader answers Unavailable until its first entry commits.
+    const r = await eventually(
+      "a read that is not Unavailable",
+      () => system.ask<{ found?: boolean }>("ekv.kv.get", { key }),
+      (r) => r.body.error?.code !== "Unavailable",
+    )
     expect(r.code).toBe("500")
     expect(r.body.error?.code).toBe("IntegrityError")
 
