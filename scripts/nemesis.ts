@@ -1,0 +1,50 @@
+// Long nemesis runs (docs/reliability.md):
+//
+//   node scripts/nemesis.ts --seed 7 --duration 60s --faults kill,pause,partition,keystore,rotate,corrupt
+//
+// Options: --seed N (default: random, printed), --duration 60s|5m|90000 (ms),
+// --faults a,b,... (default: all: kill,pause,partition,keystore,rotate,transfer,member,corrupt),
+// --clients N (4), --groups N (8 groups of 3 keys), --runs N (seeds S, S+1, ...),
+// --out DIR (failing histories and reports; default test/nemesis-runs), --keep.
+// Exit code 1 when any run fails; each failing run prints its seed and the saved history.
+import { FAULTS, parseFaults, renderReport, runNemesis } from "../test/src/nemesis/mod.ts"
+
+const args = process.argv.slice(2)
+const opt = (name: string): string | undefined => {
+  const i = args.indexOf(`--${name}`)
+  return i < 0 ? undefined : args[i + 1]
+}
+const duration = (s: string): number => {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim())
+  if (m === null) throw new Error(`bad duration ${s}`)
+  const n = Number(m[1])
+  return Math.round(n * ({ ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[m[2] ?? "ms"] ?? 1))
+}
+
+const seed0 = Number(opt("seed") ?? Math.floor(Math.random() * 2 ** 31))
+const runs = Number(opt("runs") ?? 1)
+const faults = parseFaults(opt("faults") ?? FAULTS.join(","))
+const durationMs = duration(opt("duration") ?? "60s")
+let failed = 0
+for (let k = 0; k < runs; k++) {
+  const seed = seed0 + k
+  console.log(`nemesis: seed ${seed}, duration ${durationMs} ms, faults ${faults.join(",")}`)
+  const r = await runNemesis({
+    seed,
+    durationMs,
+    faults,
+    clients: Number(opt("clients") ?? 4),
+    groups: Number(opt("groups") ?? 8),
+    ...(opt("out") === undefined ? {} : { outDir: opt("out") as string }),
+    keep: args.includes("--keep"),
+  })
+  console.log(renderReport(r))
+  if (r.failures.length > 0) {
+    failed++
+    console.log(
+      `nemesis: FAILED seed ${seed}; history ${r.historyFile}; replay: check it with loadHistory + checkHistory`,
+    )
+  }
+}
+console.log(`nemesis: ${runs - failed}/${runs} runs passed`)
+process.exit(failed > 0 ? 1 : 0)

@@ -1,0 +1,266 @@
+// One nemesis run: a three-node system on a three-server NATS cluster, the
+// storage envelope enabled, the workload running while a seeded schedule of
+// faults acts; then heal, wait, and check:
+//
+// 1. the history (plus a final linearizable read of every key) is
+//    linearizable — which also proves no acknowledged write was lost;
+// 2. no node is left halted (a node whose files the nemesis corrupted may be,
+//    with CorruptLog: it is wiped and rejoins before the checks go on);
+// 3. every node applied the same index; then, with everything stopped, the
+//    at-rest checks of checks.ts (identical state machines, envelopes open,
+//    no nonce reuse, identical registry rows and sidecars).
+//
+// A failing run prints its seed and saves the history (JSON, replayable with
+// loadHistory + checkHistory) and a report next to it; the system's directory
+// (data, logs) is kept.
+import { mkdir, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { firstMutator, halts } from "../lifecycle.ts"
+import {
+  type CheckResult,
+  checkHistory,
+  HistoryRecorder,
+  renderResult,
+  saveHistory,
+  seededRandom,
+} from "../linearizability/mod.ts"
+import { REPO_ROOT } from "../processCluster.ts"
+import { sleep } from "../system.ts"
+import { auditStoppedSystem } from "./checks.ts"
+import {
+  ACTIONS,
+  type CorruptionOutcome,
+  currentLeader,
+  type FaultName,
+  healAll,
+  type NemesisContext,
+  note,
+} from "./faults.ts"
+import { startNemesisSystem } from "./system.ts"
+import { keySpace, runOp, Workload } from "./workload.ts"
+
+export interface NemesisOptions {
+  readonly seed: number
+  /** How long faults act (the workload runs from before the first to after the last). */
+  readonly durationMs: number
+  readonly faults: readonly FaultName[]
+  readonly clients?: number
+  readonly groups?: number
+  /** Quiet time after each healed fault (ms range). */
+  readonly quietMs?: readonly [number, number]
+  /** Where failing histories and reports go (default `<repo>/test/nemesis-runs`). */
+  readonly outDir?: string
+  /** Keep the system directory even when the run passes. */
+  readonly keep?: boolean
+  /** Budget of the linearizability search. */
+  readonly checkTimeoutMs?: number
+}
+
+export interface NemesisReport {
+  readonly seed: number
+  readonly faults: readonly FaultName[]
+  readonly durationMs: number
+  readonly elapsedMs: number
+  readonly ops: { ok: number; fail: number; info: number }
+  readonly verdict: CheckResult["verdict"] | "not checked"
+  readonly failures: string[]
+  /** Observations that are not failures (mutation outcomes, corruption reactions). */
+  readonly timeline: string[]
+  readonly mutations: string[]
+  readonly corruptions: CorruptionOutcome[]
+  readonly findings: string[]
+  readonly baseDir: string
+  readonly historyFile?: string
+  readonly reportFile?: string
+  readonly checkSummary?: string
+  readonly opened: number
+  readonly envelopes: number
+}
+
+export const renderReport = (r: NemesisReport): string =>
+  [
+    `nemesis seed=${r.seed} faults=${r.faults.join(",")} duration=${r.durationMs}ms elapsed=${Math.round(r.elapsedMs / 1000)}s`,
+    `ops: ok ${r.ops.ok}, fail ${r.ops.fail}, info ${r.ops.info}; linearizability: ${r.verdict}; envelopes opened ${r.opened} (of ${r.envelopes} collected + raft)`,
+    `result: ${r.failures.length === 0 ? "PASS" : `FAIL (${r.failures.length})`}`,
+    ...r.failures.map((f) => `  FAIL: ${f}`),
+    ...r.findings.map((f) => `  finding: ${f}`),
+    ...r.corruptions.map(
+      (c) =>
+        `  corruption ${c.node} ${c.file} (${c.damage}): ${c.reaction}${c.acceptable ? "" : " [NOT ACCEPTABLE]"}`,
+    ),
+    ...r.mutations.map((m) => `  mutation: ${m}`),
+    "timeline:",
+    ...r.timeline.map((t) => `  ${t}`),
+    ...(r.historyFile === undefined ? [] : [`history: ${r.historyFile}`]),
+    ...(r.reportFile === undefined ? [] : [`report: ${r.reportFile}`]),
+    `system dir: ${r.baseDir}`,
+  ].join("\n")
+
+const errText = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
+  const t0 = performance.now()
+  const rng = seededRandom(o.seed)
+  const { sys, nats } = await startNemesisSystem({ name: `nemesis-${o.seed}`, keep: o.keep })
+  const ctx: NemesisContext = {
+    sys,
+    nats,
+    rng,
+    t0,
+    timeline: [],
+    mutations: [],
+    corruptions: [],
+    findings: [],
+    raftCutover: false,
+  }
+  const failures: string[] = []
+  const rec = new HistoryRecorder()
+  let workload: Workload | undefined
+  let verdict: NemesisReport["verdict"] = "not checked"
+  let checkSummary: string | undefined
+  let opened = 0
+  let envelopes = 0
+  try {
+    await sys.waitForReady()
+    const enable = await firstMutator(sys, "enable-storage-envelope")
+    if (!enable.ok) throw new Error(`enable-storage-envelope: ${enable.error.code}: ${enable.error.message}`)
+    note(ctx, `storage envelope enabled at ${(enable.value as { index: number }).index}`)
+
+    workload = await Workload.start(sys, rec, {
+      clients: o.clients ?? 4,
+      groups: o.groups ?? 8,
+      rng: seededRandom(Math.floor(rng() * 2 ** 32)),
+    })
+    await sleep(1_500)
+    const [qLo, qHi] = o.quietMs ?? [1_000, 3_000]
+    const until = performance.now() + o.durationMs
+    // Every fault of the mix once, in a seeded order, then seeded picks until the time is up.
+    const order = [...o.faults].sort(() => rng() - 0.5)
+    let i = 0
+    while (performance.now() < until && o.faults.length > 0) {
+      const fault =
+        i < order.length
+          ? (order[i] as FaultName)
+          : (o.faults[Math.floor(rng() * o.faults.length)] as FaultName)
+      i++
+      note(ctx, `== ${fault}`)
+      try {
+        await ACTIONS[fault](ctx)
+      } catch (e) {
+        ctx.findings.push(`${fault} threw: ${errText(e)}`)
+        note(ctx, `${fault} threw: ${errText(e)}`)
+      }
+      await healAll(ctx)
+      await sleep(qLo + rng() * (qHi - qLo))
+    }
+
+    // Heal, let the cluster settle, and stop the load.
+    await healAll(ctx)
+    note(ctx, "healed; waiting for a ready cluster")
+    await sys
+      .waitForReady(120_000)
+      .catch((e: unknown) => failures.push(`not ready after healing: ${errText(e)}`))
+    await sleep(2_000)
+    await workload.stop()
+    workload = undefined
+    note(ctx, "workload stopped")
+
+    // Halts: a corrupted node halted with CorruptLog is wiped and rejoins; any other halt is a failure.
+    const corrupted = new Set(ctx.corruptions.map((c) => c.node))
+    for (const h of await halts(sys)) {
+      const node = h.split(" ")[0] as string
+      if (corrupted.has(node) && /CorruptLog/.test(h)) {
+        note(ctx, `${h} (corrupted earlier): wiped, rejoins`)
+        await sys.killNode(node)
+        await sys.wipeNode(node)
+        await healAll(ctx)
+      } else failures.push(`halted after healing: ${h}`)
+    }
+    await sys.waitForReady(120_000).catch((e: unknown) => failures.push(`not ready: ${errText(e)}`))
+
+    // A final linearizable read of every key (retried on errors: each try is its own op).
+    const nc = await sys.operatorConnection()
+    try {
+      for (const key of keySpace(o.groups ?? 8)) {
+        let done = false
+        for (let t = 0; t < 10 && !done; t++) {
+          done = (await runOp(nc, rec, "final", { f: "get", key }, 10_000)) === "ok"
+          if (!done) await sleep(500)
+        }
+        if (!done) failures.push(`final read of ${key} failed 10 times`)
+      }
+    } finally {
+      await nc.close().catch(() => undefined)
+    }
+
+    // Everyone at the same applied index, then stop and audit the files.
+    const leader = await currentLeader(sys)
+    const st = await sys.status(5_000)
+    const commit = st.ok ? st.value.commit_index : 0
+    note(ctx, `leader ${leader}, commit ${commit}`)
+    await sys
+      .waitForApplied(commit, sys.nodes, 90_000)
+      .catch((e: unknown) => failures.push(`replicas did not catch up: ${errText(e)}`))
+    for (const h of await halts(sys)) failures.push(`halted at the end: ${h}`)
+    await sys.kill("admin")
+    for (const n of sys.nodes) await sys.kill(`consensus-${n}`)
+    for (const n of sys.nodes) await sys.kill(`keystore-${n}`)
+    const audit = await auditStoppedSystem(sys, sys.nodes)
+    failures.push(...audit.failures)
+    opened = audit.opened
+    envelopes = audit.envelopes
+
+    const r = checkHistory(rec.history(), { timeoutMs: o.checkTimeoutMs ?? 30_000 })
+    verdict = r.verdict
+    checkSummary = renderResult(r)
+    if (r.verdict === "illegal") failures.push(`history not linearizable:\n${checkSummary}`)
+    if (r.verdict === "unknown")
+      ctx.findings.push(`linearizability search budget exhausted (verdict unknown)`)
+    for (const c of ctx.corruptions)
+      if (!c.acceptable) failures.push(`corruption of ${c.node} (${c.damage}) not detected: ${c.reaction}`)
+  } catch (e) {
+    failures.push(`run aborted: ${errText(e)}`)
+  } finally {
+    if (workload !== undefined) await workload.stop().catch(() => undefined)
+  }
+
+  let report: NemesisReport = {
+    seed: o.seed,
+    faults: o.faults,
+    durationMs: o.durationMs,
+    elapsedMs: performance.now() - t0,
+    ops: workload === undefined ? countOps(rec) : countOps(rec),
+    verdict,
+    failures,
+    timeline: ctx.timeline,
+    mutations: ctx.mutations,
+    corruptions: ctx.corruptions,
+    findings: ctx.findings,
+    baseDir: sys.baseDir,
+    opened,
+    envelopes,
+    ...(checkSummary === undefined ? {} : { checkSummary }),
+  }
+  if (failures.length > 0) {
+    sys.markFailed()
+    const dir = o.outDir ?? join(REPO_ROOT, "test", "nemesis-runs")
+    await mkdir(dir, { recursive: true })
+    const stamp = new Date().toISOString().replace(/[:.]/g, "-")
+    const historyFile = join(dir, `nemesis-${o.seed}-${stamp}.history.json`)
+    const reportFile = join(dir, `nemesis-${o.seed}-${stamp}.report.txt`)
+    await saveHistory(historyFile, rec.history())
+    report = { ...report, historyFile, reportFile }
+    await writeFile(
+      reportFile,
+      `${renderReport(report)}\n\n${checkSummary ?? ""}\n\n${await sys.failureReport(3_000)}\n`,
+    )
+  }
+  await sys.stopAll()
+  return report
+}
+
+const countOps = (rec: HistoryRecorder) => {
+  const c = { ok: 0, fail: 0, info: 0 }
+  for (const e of rec.history().events) if (e.type !== "invoke") c[e.type]++
+  return c
+}
