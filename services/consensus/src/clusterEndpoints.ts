@@ -13,10 +13,10 @@ import {
   type NodeId,
   nodeApi,
   type RaftIndex,
-  subjects,
 } from "@ekv/wire"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { Effect, Result } from "effect"
+import { memberHealthSubject } from "./health.ts"
 import { FORWARDED_HEADER, forwardRequest, internalAdminSubject } from "./kv/forward.ts"
 import { fromPromise } from "./kv/kvEndpoints.ts"
 import { NotLeader, type RaftNode } from "./node/raftNode.ts"
@@ -110,7 +110,7 @@ export class ClusterHandlers {
         }
         try {
           const msg = await this.nc.request(
-            subjects(this.prefix).node(m.node).health,
+            memberHealthSubject(this.prefix, m.node),
             new TextEncoder().encode("{}"),
             {
               timeout: PEER_HEALTH_TIMEOUT_MS,

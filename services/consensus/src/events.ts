@@ -26,7 +26,7 @@ export interface ClusterEvents {
 export const makeClusterEvents = (nc: NatsConnection, prefix: string, node: string): ClusterEvents => {
   const s = subjects(prefix)
   const subject = s.events.cluster(node)
-  let streamReady = false
+  let streamCreateTried = false
   let chain: Promise<void> = Promise.resolve()
   const run = <A, E>(eff: Effect.Effect<A, E, Nats>) =>
     Effect.runPromise(Effect.provideService(eff, Nats, nc))
@@ -44,14 +44,21 @@ export const makeClusterEvents = (nc: NatsConnection, prefix: string, node: stri
       })
       const msgId = clusterEventMsgId(clusterId, node, e.kind, e.index ?? e.term ?? e.msgKey ?? 0)
       chain = chain.then(async () => {
+        const publish = () => run(publishDeduped(subject, body, msgId, { timeoutMs: 2_000 }))
         try {
-          if (!streamReady) {
-            await run(ensureStream({ name: s.events.stream, subjects: [s.events.all], storage: "file" }))
-            streamReady = true
-          }
-          await run(publishDeduped(subject, body, msgId, { timeoutMs: 2_000 }))
+          await publish()
         } catch {
-          // JetStream unavailable: events are best effort; the state is in health and status.
+          // The keystores create the stream (CONTRACT §9 gives consensus only the
+          // publish API); create it only when it is missing (a cluster without
+          // keystores), once. Events are best effort: the state is in health and status.
+          if (streamCreateTried) return
+          streamCreateTried = true
+          try {
+            await run(ensureStream({ name: s.events.stream, subjects: [s.events.all], storage: "file" }))
+            await publish()
+          } catch {
+            // JetStream unavailable or not ours to create.
+          }
         }
       })
     },

@@ -1,9 +1,10 @@
 // `<p>.node.<n>.health` (CONTRACT §4), an instance of micro service `ekv-node`.
 // `keystore` pings this node's keystore liveness subject with a short timeout.
-import { endpoint, serveMicro } from "@ekv/bus"
+import { endpoint, serveMicro, serveSubject } from "@ekv/bus"
 import { ApiError, type NodeHealthReply, type NodeId, nodeApi, type RaftIndex, subjects } from "@ekv/wire"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { Effect, Result } from "effect"
+import { internalAdminSubject } from "./kv/forward.ts"
 import type { RaftNode } from "./node/raftNode.ts"
 
 const KEYSTORE_PING_MS = 250
@@ -38,6 +39,26 @@ export const healthOf = async (
     ...(h === null ? {} : { halted: { index: h.index as RaftIndex, reason: h.reason } }),
   }
 }
+
+/**
+ * The same health body on `<p>.internal.<n>.admin.node.health`, for the other
+ * consensus nodes' cluster status: CONTRACT §9 lets consensus-<m> publish to
+ * `ekv.internal.*.admin.>` but not to `ekv.node.*`.
+ */
+export const memberHealthSubject = (prefix: string, node: string): string =>
+  internalAdminSubject(prefix, node, "node", "health")
+
+export const serveMemberHealth = (node: RaftNode, nc: NatsConnection, prefix: string) =>
+  serveSubject({
+    subject: memberHealthSubject(prefix, node.id),
+    label: "internal member health",
+    request: (data: Uint8Array) => {
+      const r = nodeApi.health.decodeRequest(data)
+      return Result.isSuccess(r) ? Effect.succeed(r.success) : Effect.fail<ApiError.ApiError>(r.failure)
+    },
+    reply: nodeApi.health.encodeReply,
+    handler: () => Effect.promise(() => healthOf(node, nc, prefix)),
+  })
 
 export const serveHealth = (
   node: RaftNode,

@@ -20,7 +20,7 @@ import { makeClusterEvents } from "./events.ts"
 import { Applier } from "./fsm/applier.ts"
 import { testFaultInjector } from "./fsm/halt.ts"
 import { envelopeSealer } from "./fsm/valueSealer.ts"
-import { serveHealth } from "./health.ts"
+import { serveHealth, serveMemberHealth } from "./health.ts"
 import { serveKv } from "./kv/kvEndpoints.ts"
 import { makeLog } from "./log.ts"
 import { makeConsensusMetrics } from "./metrics.ts"
@@ -185,6 +185,7 @@ const run = async (): Promise<void> => {
       wrapPayload: (p) => runtime.wrapUserPayload(p),
     })
     yield* serveCluster(node, nc, cfg.prefix)
+    yield* serveMemberHealth(node, nc, cfg.prefix)
     const handlers = yield* serveEncryption({ node, nc, prefix: cfg.prefix, rt: runtime, sealer })
     yield* serveHealth(node, nc, cfg.prefix, () => runtime.healthReady)
     runtime.startSession()

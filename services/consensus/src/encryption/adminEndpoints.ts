@@ -40,6 +40,9 @@ import { kindOfPayload } from "./encryptionState.ts"
 import { preValidate } from "./preValidation.ts"
 import { decodeJson, type EncryptionRuntime } from "./runtime.ts"
 
+/** In-flight marker while an entry is validated, before it has a log index (one entry at a time, SPEC §2.2). */
+const VALIDATING = Number.MAX_SAFE_INTEGER
+
 type Ctx = {
   readonly headers?: { get(k: string): string } | undefined
   readonly msg: { readonly data: Uint8Array }
@@ -115,18 +118,25 @@ export class EncryptionHandlers {
     // VerifyLeader, and the applied state is complete up to the confirmed index.
     await node.readBarrier()
     if (this.inFlight !== null && node.appliedIndex < this.inFlight)
-      throw new ApiError.Unavailable({
-        message: `encryption entry ${this.inFlight} is still in flight; retry`,
-        details: { reason: "EncryptionEntryInFlight", index: this.inFlight },
-      })
-    this.inFlight = Number.MAX_SAFE_INTEGER
+      throw new ApiError.Unavailable(
+        this.inFlight === VALIDATING
+          ? {
+              message: "another encryption entry is being validated; retry",
+              details: { reason: "EncryptionEntryInFlight" },
+            }
+          : {
+              message: `encryption entry ${this.inFlight} is still in flight; retry`,
+              details: { reason: "EncryptionEntryInFlight", index: this.inFlight },
+            },
+      )
+    this.inFlight = VALIDATING
     try {
       const exp = await node.withApplyPaused(() => this.c.rt.keystore.exportState())
       const err = preValidate(exp, payload, node.core.raft.log.lastIndex() + 1)
       if (err !== null) throw err
       if (!node.isLeader) throw new NotLeader(node.leader)
       const enableRaft = payload.tag === Tag.Control && payload.control.kind === "enable-raft-envelope"
-      if (enableRaft) this.c.rt.barrierIndex = Number.MAX_SAFE_INTEGER
+      if (enableRaft) this.c.rt.barrierIndex = VALIDATING
       let waiting: ReturnType<RaftNode["propose"]>
       try {
         waiting = node.propose(req.entry)
@@ -147,8 +157,8 @@ export class EncryptionHandlers {
         key_ids: (info?.keyIds ?? []) as never,
       }
     } catch (e) {
-      if (this.inFlight === Number.MAX_SAFE_INTEGER) this.inFlight = null
-      if (this.c.rt.barrierIndex === Number.MAX_SAFE_INTEGER) this.c.rt.barrierIndex = 0
+      if (this.inFlight === VALIDATING) this.inFlight = null
+      if (this.c.rt.barrierIndex === VALIDATING) this.c.rt.barrierIndex = 0
       throw e
     }
   }
@@ -163,7 +173,7 @@ export class EncryptionHandlers {
       ...st.members.map((m) => ({ node: m.node, role: m.role, full_node_id: fullNodeId(m.node) })),
     ]
     const pending =
-      this.inFlight !== null && this.inFlight !== Number.MAX_SAFE_INTEGER && this.inFlight > st.appliedIndex
+      this.inFlight !== null && this.inFlight !== VALIDATING && this.inFlight > st.appliedIndex
         ? this.inFlight
         : undefined
     return {
@@ -172,7 +182,7 @@ export class EncryptionHandlers {
       term: st.term,
       applied_index: st.appliedIndex,
       commit_index: st.commitIndex,
-      leader_capable: live !== null && live.encryption_capable && this.c.rt.session.sessionId !== null,
+      leader_capable: live?.encryption_capable === true && this.c.rt.session.sessionId !== null,
       storage_envelope_active: es.storageEnvelopeActive,
       active: es.active,
       raft_envelope_cutover_index: es.cutoverIndex,

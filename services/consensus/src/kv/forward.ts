@@ -15,7 +15,7 @@ export const FORWARDED_HEADER = "Ekv-Forwarded"
 export const internalAdminSubject = (
   prefix: string,
   node: string,
-  group: "kv" | "cluster",
+  group: "kv" | "cluster" | "node",
   op: string,
 ): string => `${subjects(prefix).internal(node).admin.op(group)}.${op}`
 

@@ -35,7 +35,7 @@ const propose = (leader: string, entry: Uint8Array) =>
 const filesContain = async (dir: string, needle: Buffer): Promise<boolean> => {
   for (const f of await readdir(dir, { recursive: true }).catch(() => [] as string[])) {
     const b = await readFile(join(dir, f)).catch(() => null)
-    if (b !== null && b.includes(needle)) return true
+    if (b?.includes(needle)) return true
   }
   return false
 }
