@@ -29,6 +29,7 @@ if [ "$force" != "--force" ] && [ "$have" = "$want" ]; then
   echo "present"
   exit 0
 fi
+old_id="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
 start=$SECONDS
 log="$(mktemp /tmp/ekv-image-service.XXXXXX.log)"
 if ! docker build --target context --build-arg "BASE_IMAGE=$base" --label "ekv.sources=$want" \
@@ -38,4 +39,8 @@ if ! docker build --target context --build-arg "BASE_IMAGE=$base" --label "ekv.s
   exit 1
 fi
 rm -f "$log"
+# The image this one replaced is now untagged: remove it unless a container uses it.
+if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect --format '{{.Id}}' "$tag")" ]; then
+  docker rmi "$old_id" >/dev/null 2>&1 || true
+fi
 echo "built in $((SECONDS - start))s"
