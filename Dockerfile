@@ -1,13 +1,14 @@
-# syntax=docker/dockerfile:1
 # One image for the three ekv services; the command selects which runs:
 #
-#   docker run ... ekv/ekv:dev consensus | keystore | admin | ekv <cli args> | bus-config <args>
+#   docker run ... ekv/ekv:dev consensus | keystore | admin | ekv <cli args>
 #
 # Build arguments and targets (docs/compose.md):
 #   BASE_IMAGE  a Node 24 image (default the official node:24-bookworm-slim;
 #               on machines without a registry the local ekv/node-base:24)
 #   --target npm      (default, last stage) production dependencies from
-#                     `npm ci --omit=dev` in a build stage: needs npm in BASE_IMAGE
+#                     `npm ci --omit=dev` in a build stage: needs npm and a shell
+#                     in BASE_IMAGE, and BuildKit (the legacy builder also builds
+#                     the context stages)
 #   --target context  the build context's node_modules, pruned to the services'
 #                     production closure: for base images without npm (ekv/node-base)
 #
