@@ -38,7 +38,12 @@ export type PasswordSource =
   | { readonly kind: "env"; readonly variable: string }
 
 /** 32 hex characters (128 bits) from the CSPRNG: safe inside a quoted config string. */
-export const generatePassword = (): string => randomBytes(16).toString("hex")
+/**
+ * 128 random bits, hex, after a letter prefix: nats-server parses `$VAR`
+ * values as config values, so a password that starts with a digit would be
+ * read as a number (or refused) when it comes from the environment.
+ */
+export const generatePassword = (): string => `ekv${randomBytes(16).toString("hex")}`
 
 /** A fresh password per user. */
 export const generatePasswords = (users: ReadonlyArray<string>): Record<string, string> =>

@@ -34,6 +34,8 @@ describe("busConfig", () => {
 
   it("writes every subject of the §9 matrix, quoted, and allow_responses only for responders", () => {
     const passwords = generatePasswords(busUsers(["n1"]))
+    // nats-server reads `$VAR` passwords as config values: a leading digit would turn one into a number.
+    for (const pw of Object.values(passwords)) expect(pw).toMatch(/^[a-z][0-9a-z]{34}$/)
     const conf = natsServerConfig({ prefix: "ekv", nodes: ["n1"], password: literalPasswords(passwords) })
     for (const role of [
       { kind: "operator" },
