@@ -139,17 +139,39 @@ export class Progress {
   /**
    * A rejection of the append whose prevIndex was `rejected`; `hint` is where the
    * follower's log can match at best. False when the rejection is stale.
+   *
+   * A hint below `match` means the follower lacks entries it acknowledged: its
+   * log went backwards (data dir wiped or restored from an old copy), or the
+   * rejection is an old one delivered late. The message alone cannot tell
+   * which, so it is confirmed by a probe at `match` before anything is undone:
+   *   - Replicate: any such rejection only turns the follower back to Probe at
+   *     match + 1 (the caller does); a healthy follower acknowledges the probe,
+   *     so a stale rejection costs one round trip and is consumed.
+   *   - Probe: a rejection of the probe in flight (prevIndex = next - 1) with a
+   *     hint below match is believed: match drops to 0 ("unknown") and probing
+   *     restarts at hint + 1 (a snapshot when that is compacted). Not to hint:
+   *     the follower's entry at hint may be an old conflicting one, and
+   *     counting it toward a quorum could commit an entry a majority lacks.
+   *     Lowering match is always safe (commit never decreases; a lower match
+   *     only delays commits and heartbeat commits), and the follower's answer
+   *     to the new probe is an acknowledgement or a rejection with a smaller
+   *     hint, so a late stale rejection costs at most one resend and can never
+   *     make progress loop.
    */
   maybeDecrTo(rejected: number, hint: number): boolean {
     if (this.state === ProgressState.Replicate) {
-      // Anything at or below match was acknowledged already: a reordered rejection.
-      if (rejected <= this.match) return false
+      // Anything at or below match was acknowledged already: a reordered rejection,
+      // unless its hint says the follower's log now ends below match (checked by a probe).
+      if (rejected <= this.match && hint >= this.match) return false
       this.next = this.match + 1
       return true
     }
     // Probe (or Snapshot): only the rejection of the last probe counts.
     if (this.next - 1 !== rejected) return false
-    this.next = Math.max(Math.min(rejected, hint + 1), this.match + 1)
+    if (hint < this.match) {
+      this.match = 0
+      this.next = hint + 1
+    } else this.next = Math.max(Math.min(rejected, hint + 1), this.match + 1)
     this.probeSent = false
     return true
   }

@@ -959,6 +959,19 @@ export class Raft {
     // m.commit ≤ our match as the leader knows it, so those entries are ours.
     if (m.commit > this.log.committed && m.commit <= this.log.lastIndex()) this.commitTo(m.commit)
     this.send({ type: "HeartbeatResp", to: m.from, term: this.term, ctx: m.ctx })
+    // The leader believes we hold m.commit but our log ends below it: it went
+    // backwards (wiped or restored data). Say so as a rejection at m.commit, or
+    // an idle leader would never notice (progress.ts maybeDecrTo).
+    if (m.commit > this.log.lastIndex())
+      this.send({
+        type: "AppResp",
+        to: m.from,
+        term: this.term,
+        index: m.commit,
+        reject: true,
+        hintIndex: this.log.lastIndex(),
+        hintTerm: this.log.lastTerm(),
+      })
   }
 
   private handleSnapshot(m: SnapshotRequest): void {
