@@ -25,7 +25,7 @@ import { serveKv } from "./kv/kvEndpoints.ts"
 import { makeLog } from "./log.ts"
 import { makeConsensusMetrics } from "./metrics.ts"
 import { RaftNode } from "./node/raftNode.ts"
-import { type OpenedStorage, openStorage, RefuseStart } from "./node/storage.ts"
+import { type OpenedStorage, openStorage, probeClusterOverNats, RefuseStart } from "./node/storage.ts"
 
 /** TEST ONLY: while this file exists under the data dir and holds N, apply halts at the first entry ≥ N. */
 export const FAULT_FILE = "test-fault-halt-at-index"
@@ -82,12 +82,20 @@ const run = async (): Promise<void> => {
       raftDir: cfg.raftDir,
       stateDir: cfg.stateDir,
       snapshotDir: cfg.snapshotDir,
+      probeCluster: () =>
+        probeClusterOverNats({ nats: cfg.nats, prefix: cfg.prefix, nodeId: cfg.nodeId, peers: cfg.peers }),
     })
   } catch (e) {
     if (e instanceof RefuseStart) return refuse(cfg, e.code, e.message)
     throw e
   }
   const loadMs = performance.now() - t0
+  const ev = storage.rejoinEvidence
+  if (ev !== null)
+    log.warn(
+      `data dir is empty but ${ev.peer} reports an existing cluster (cluster_id ${ev.clusterId || "-"}, commit ${ev.commitIndex}): rejoining from term ${ev.term} without voting until a leader has caught this node up, instead of bootstrapping`,
+    )
+  else if (storage.rejoining) log.warn("rejoining (no leader has caught this node up yet): not voting")
   const metrics = makeConsensusMetrics()
   // The runtime is built once the bus is up; the applier reaches it through these late-bound hooks.
   let rt: EncryptionRuntime | null = null

@@ -8,12 +8,19 @@
 //   - the state machine behind the log's snapshot mark, or an unfinished
 //     install → install the snapshot file at the mark (it was made durable
 //     before the mark was written);
-//   - an empty log → bootstrap (this node founds the cluster with EKV_PEERS)
-//     or start empty (it joins as a learner);
+//   - an empty log → ask the peers whether a cluster exists (probeCluster):
+//     if one does, start empty in the rejoining mode (raft.ts "Rejoining": a
+//     wiped voter must not vote again in a term or found a second cluster);
+//     else bootstrap (this node founds the cluster with EKV_PEERS) or start
+//     empty (it joins as a learner). Residual risk: a voter wiped while none
+//     of its peers answers bootstraps a conflicting log; the safe procedure
+//     is in docs/operations.md ("Replacing a node's data");
 //   - only the entries after the state machine's applied index are re-applied.
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
-import type { RefusedStartCode } from "@ekv/wire"
+import { Nats, type NatsOptions, natsLayer } from "@ekv/bus"
+import { type RefusedStartCode, subjects } from "@ekv/wire"
+import { Effect } from "effect"
 import { decodeConfState, encodeConfState } from "../fsm/applier.ts"
 import {
   bootstrapState,
@@ -68,6 +75,19 @@ export interface OpenedStorage {
   /** Log entries after the state machine's applied index: at most this many are re-applied. */
   readonly replayEntries: number
   readonly bootstrapped: boolean
+  /** Started empty in the rejoining mode (now, or before a restart that came before any leader contact). */
+  readonly rejoining: boolean
+  /** Which peer reported the existing cluster, when this start chose to rejoin. */
+  readonly rejoinEvidence: ClusterEvidence | null
+}
+
+/** A peer's answer showing that a cluster exists (cluster_id known or commit index > 1). */
+export interface ClusterEvidence {
+  readonly peer: string
+  readonly clusterId: string
+  readonly commitIndex: number
+  /** The highest term any answering peer reported: the rejoining node starts there. */
+  readonly term: number
 }
 
 const isLocked = (e: unknown): boolean => {
@@ -88,6 +108,72 @@ export interface StorageOptions {
   readonly raftDir: string
   readonly stateDir: string
   readonly snapshotDir: string
+  /** Asked only when the log is empty and this node is in `peers`; null = no peer reports a cluster. */
+  readonly probeCluster?: () => Promise<ClusterEvidence | null>
+}
+
+export interface ProbeOptions {
+  readonly nats: NatsOptions
+  readonly prefix: string
+  readonly nodeId: string
+  readonly peers: readonly string[]
+  /** Per peer (asked in parallel). */
+  readonly timeoutMs?: number
+}
+
+interface StatusAnswer {
+  readonly cluster_id?: unknown
+  readonly term?: unknown
+  readonly commit_index?: unknown
+}
+
+/**
+ * Asks every other peer for its cluster status over
+ * `<p>.internal.<peer>.admin.cluster.status`; any answer with a cluster_id or a
+ * commit index above the bootstrap entry (1) means a cluster exists. An
+ * unreachable bus or silent peers give null.
+ */
+export const probeClusterOverNats = async (o: ProbeOptions): Promise<ClusterEvidence | null> => {
+  const timeout = o.timeoutMs ?? 2_000
+  const ask = Effect.gen(function* () {
+    const nc = yield* Nats
+    const s = subjects(o.prefix)
+    return yield* Effect.promise(() =>
+      Promise.all(
+        o.peers
+          .filter((p) => p !== o.nodeId)
+          .map(async (peer) => {
+            try {
+              const m = await nc.request(`${s.internal(peer).admin.op("cluster")}.status`, "{}", { timeout })
+              if (m.headers?.get("Nats-Service-Error-Code")) return null
+              const a = m.json<StatusAnswer>()
+              return {
+                peer,
+                clusterId: typeof a.cluster_id === "string" ? a.cluster_id : "",
+                commitIndex: typeof a.commit_index === "number" ? a.commit_index : 0,
+                term: typeof a.term === "number" ? a.term : 0,
+              }
+            } catch {
+              return null
+            }
+          }),
+      ),
+    )
+  })
+  const answers = await Effect.runPromise(
+    ask.pipe(
+      Effect.provide(natsLayer({ ...o.nats, timeoutMs: timeout })),
+      Effect.orElseSucceed(() => []),
+    ),
+  )
+  let found: ClusterEvidence | null = null
+  let term = 0
+  for (const a of answers) {
+    if (a === null) continue
+    term = Math.max(term, a.term)
+    if (found === null && (a.clusterId !== "" || a.commitIndex > 1)) found = { ...a, term: 0 }
+  }
+  return found === null ? null : { ...found, term }
 }
 
 export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => {
@@ -137,14 +223,27 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
         "state machine holds an unfinished snapshot install and the log has no snapshot",
       )
     }
-    const empty = loaded.hardState.term === 0 && entries.length === 0 && mark === null
+    const empty =
+      loaded.hardState.term === 0 &&
+      entries.length === 0 &&
+      mark === null &&
+      loaded.hardState.rejoining !== true
     let persisted: PersistedState
     let bootstrapped = false
+    let rejoinEvidence: ClusterEvidence | null = null
     if (empty && sm.appliedIndex() === 0) {
       if (o.peers.includes(o.nodeId)) {
-        persisted = bootstrapState(o.peers)
-        bootstrapped = true
-        await log.persist({ hardState: persisted.hardState, entries: persisted.entries.map(toStored) })
+        rejoinEvidence = (await o.probeCluster?.()) ?? null
+        if (rejoinEvidence !== null) {
+          // Lost state in an existing cluster: never bootstrap again, never vote before a leader caught us up.
+          const e = emptyState()
+          persisted = { ...e, hardState: { ...e.hardState, term: rejoinEvidence.term, rejoining: true } }
+          await log.persist({ hardState: persisted.hardState })
+        } else {
+          persisted = bootstrapState(o.peers)
+          bootstrapped = true
+          await log.persist({ hardState: persisted.hardState, entries: persisted.entries.map(toStored) })
+        }
       } else persisted = emptyState()
     } else {
       const applied = sm.appliedIndex()
@@ -172,6 +271,8 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
       loadedEntries: entries.length,
       replayEntries: Math.max(0, lastIndex - persisted.applied),
       bootstrapped,
+      rejoining: persisted.hardState.rejoining === true,
+      rejoinEvidence,
     }
   } catch (e) {
     await sm.close().catch(() => {})

@@ -9,6 +9,21 @@
 // Safety of single-step changes then rests on: a leader proposes a change only
 // after every earlier one is committed and after its own term's first entry
 // is committed (pendingConfIndex), and the commit index travels with appends.
+//
+// Rejoining. A voter whose durable state was lost (data dir wiped) has
+// forgotten the votes it cast and the entries it acknowledged; Raft's safety
+// assumes neither happens. The driver starts such a node with
+// `hardState.rejoining` (and the highest term its peers report). Until a
+// leader has caught it up, it neither campaigns nor grants any vote or
+// pre-vote. "Caught up" = an append from the leader of the current term was
+// accepted and left our commit index at the leader's commit, which is an
+// entry of the leader's own term: then we hold every entry that leader knew
+// committed, and since that leader has already won this term, recording
+// vote = leader (persisted with the flag cleared, in one hard state) can
+// never elect anyone else in it. From then on the node is an ordinary voter.
+// Residual risk (docs/operations.md): votes it cast before the wipe in terms
+// above every term its reachable peers reported are forgotten; removing the
+// node and re-adding it as a learner avoids even that.
 
 import {
   applyConfChange,
@@ -110,7 +125,7 @@ export type CommandResult =
   | { readonly ok: true }
   | {
       readonly ok: false
-      readonly reason: "NotLeader" | "NoLeader" | "Halted" | "NotVoter"
+      readonly reason: "NotLeader" | "NoLeader" | "Halted" | "NotVoter" | "Rejoining"
       readonly leader: NodeId | null
     }
 
@@ -132,6 +147,8 @@ export class Raft {
   term = 0
   /** Whom we voted for in `term`; null if nobody. */
   vote: NodeId | null = null
+  /** Lost durable state, not caught up by a leader yet: no votes, no campaigns. Rejoining ⇒ follower, vote = null. */
+  rejoining = false
   readonly log: RaftLog
 
   // --- volatile
@@ -209,6 +226,7 @@ export class Raft {
     this.log = new RaftLog(s.snapshotMeta, s.entries, s.hardState.commit, s.applied)
     this.term = s.hardState.term
     this.vote = s.hardState.vote
+    this.rejoining = s.hardState.rejoining === true
     if (this.log.lastTerm() > this.term) throw new Error("raft: log holds a term above the persisted term")
     this.config = configFromState(s.snapshotMeta.confState)
     this.confApplied = s.snapshotMeta.index
@@ -221,7 +239,8 @@ export class Raft {
   // ------------------------------------------------------------------ queries
 
   hardState(): HardState {
-    return { term: this.term, vote: this.vote, commit: this.log.committed }
+    const hs = { term: this.term, vote: this.vote, commit: this.log.committed }
+    return this.rejoining ? { ...hs, rejoining: true } : hs
   }
 
   softState(): SoftState {
@@ -303,6 +322,7 @@ export class Raft {
 
   campaign(): CommandResult {
     if (this.halted) return { ok: false, reason: "Halted", leader: this.lead }
+    if (this.rejoining) return { ok: false, reason: "Rejoining", leader: this.lead }
     if (!this.promotable()) return { ok: false, reason: "NotVoter", leader: this.lead }
     this.hup(false)
     this.finish()
@@ -459,10 +479,12 @@ export class Raft {
 
   private handleVoteRequest(m: VoteRequest): void {
     const respType = m.type === "Vote" ? "VoteResp" : "PreVoteResp"
+    // Rejoining: whatever we voted before losing our state is forgotten; grant nothing.
     const canVote =
-      this.vote === m.from ||
-      (this.vote === null && this.lead === null) ||
-      (m.type === "PreVote" && m.term > this.term)
+      !this.rejoining &&
+      (this.vote === m.from ||
+        (this.vote === null && this.lead === null) ||
+        (m.type === "PreVote" && m.term > this.term))
     if (canVote && this.log.isUpToDate(m.lastIndex, m.lastTerm)) {
       this.send({ type: respType, to: m.from, term: m.term, reject: false })
       if (m.type === "Vote") {
@@ -642,7 +664,7 @@ export class Raft {
   }
 
   private hup(transfer: boolean): void {
-    if (this.role === Role.Leader || this.halted || !this.promotable()) return
+    if (this.role === Role.Leader || this.halted || this.rejoining || !this.promotable()) return
     if (this.preVote && !transfer) this.startCampaign(true, false)
     else this.startCampaign(false, transfer)
   }
@@ -694,7 +716,12 @@ export class Raft {
 
   private tickElection(): void {
     this.electionElapsed++
-    if (this.promotable() && !this.halted && this.electionElapsed >= this.randomizedElectionTimeout) {
+    if (
+      this.promotable() &&
+      !this.halted &&
+      !this.rejoining &&
+      this.electionElapsed >= this.randomizedElectionTimeout
+    ) {
       this.electionElapsed = 0
       this.hup(false)
     }
@@ -931,6 +958,15 @@ export class Raft {
     const lastNew = this.log.maybeAppend(m.prevIndex, m.prevTerm, m.entries)
     if (lastNew !== null) {
       this.commitTo(Math.min(m.commit, lastNew))
+      if (
+        this.rejoining &&
+        this.log.committed >= m.commit &&
+        this.log.term(this.log.committed) === this.term
+      ) {
+        // Caught up by the leader of this term (see the header): lock our vote on it.
+        this.rejoining = false
+        this.vote = m.from
+      }
       this.send({
         type: "AppResp",
         to: m.from,
@@ -1058,6 +1094,8 @@ export class Raft {
       bad(`config applied ${this.confApplied} ≠ committed ${this.log.committed}`)
     if (this.log.lastTerm() > this.term) bad(`last log term ${this.log.lastTerm()} > term ${this.term}`)
     if (this.halted && this.role !== Role.Follower) bad(`halted ${this.role}`)
+    if (this.rejoining && (this.role !== Role.Follower || this.vote !== null))
+      bad(`rejoining ${this.role} with vote ${this.vote}`)
     if (this.role === Role.Candidate && this.vote !== this.id) bad("candidate has not voted for itself")
     if (this.role === Role.Leader) {
       if (this.lead !== this.id || this.vote !== this.id) bad("leader without its own vote/lead")

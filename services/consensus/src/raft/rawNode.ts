@@ -95,7 +95,10 @@ export interface Status {
 export type RawNodeOptions = RaftOptions
 
 const sameHardState = (a: HardState, b: HardState): boolean =>
-  a.term === b.term && a.vote === b.vote && a.commit === b.commit
+  a.term === b.term &&
+  a.vote === b.vote &&
+  a.commit === b.commit &&
+  (a.rejoining === true) === (b.rejoining === true)
 
 const sameSoftState = (a: SoftState, b: SoftState): boolean =>
   a.leader === b.leader && a.role === b.role && a.term === b.term
@@ -226,7 +229,9 @@ export class RawNode {
         snapshot !== null ||
         entries.length > 0 ||
         (hardState !== null &&
-          (hardState.term !== this.prevHardState.term || hardState.vote !== this.prevHardState.vote)),
+          (hardState.term !== this.prevHardState.term ||
+            hardState.vote !== this.prevHardState.vote ||
+            (hardState.rejoining === true) !== (this.prevHardState.rejoining === true))),
     }
     r.msgs = []
     r.readStates = []

@@ -27,6 +27,12 @@ export interface HardState {
   readonly vote: NodeId | null
   /** Highest index known committed; persisted so restarts re-apply nothing twice. */
   readonly commit: number
+  /**
+   * Set (true) only on a node whose durable state was lost and that rejoins an
+   * existing cluster: it neither votes nor campaigns until a leader has caught
+   * it up (raft.ts, "Rejoining"). Absent otherwise.
+   */
+  readonly rejoining?: boolean
 }
 
 /** A configuration: voters ∪ learners is the member set; voters ∩ learners = ∅. */

@@ -21,6 +21,8 @@ export interface HardState {
   readonly term: number
   readonly vote: string | null
   readonly commit: number
+  /** Kept under REJOIN_KEY beside the record (older stores have none: false). */
+  readonly rejoining?: boolean
 }
 
 /** The last snapshot the log was compacted to; `conf` is the core's encoded configuration. */
@@ -33,6 +35,9 @@ export interface SnapshotMark {
 const ENTRY_PREFIX = 0x65 // 'e'
 export const HARD_STATE_KEY = Uint8Array.of(0x68) // 'h'
 export const SNAPSHOT_KEY = Uint8Array.of(0x73) // 's'
+/** Present while the node rejoins after losing its durable state (raft.ts "Rejoining"). */
+export const REJOIN_KEY = Uint8Array.of(0x6a) // 'j'
+export const REJOIN_VALUE = Uint8Array.of(1)
 
 export const entryKey = (index: number): Uint8Array => {
   const k = new Uint8Array(9)

@@ -1,5 +1,6 @@
 // The durable Raft log of one node in its own LevelDB (`consensus/raft`,
-// CONTRACT.md §6): hard state, the snapshot mark and the entries after it.
+// CONTRACT.md §6): hard state (and its rejoining flag), the snapshot mark and
+// the entries after it.
 // Every persist is one synchronous (fsync'd) batch: callers persist a whole
 // Ready (many proposals) at once, which is the group commit of SPEC.md §2.
 import { ClassicLevel } from "classic-level"
@@ -17,6 +18,8 @@ import {
   HARD_STATE_KEY,
   type HardState,
   indexOfEntryKey,
+  REJOIN_KEY,
+  REJOIN_VALUE,
   SNAPSHOT_KEY,
   type SnapshotMark,
   type StoredEntry,
@@ -96,7 +99,12 @@ export class RaftLogStore {
       for (const e of req.entries) batch.put(entryKey(e.index), encodeEntry(e))
       last = newLast
     }
-    if (req.hardState !== undefined) batch.put(HARD_STATE_KEY, encodeHardState(req.hardState))
+    if (req.hardState !== undefined) {
+      batch.put(HARD_STATE_KEY, encodeHardState(req.hardState))
+      // The rejoining flag changes only together with the hard state, in the same batch.
+      if (req.hardState.rejoining === true) batch.put(REJOIN_KEY, REJOIN_VALUE)
+      else batch.del(REJOIN_KEY)
+    }
     await batch.write({ sync: true })
     this.#lastIndex = last
     if (compactTo > this.#snapshotIndex) {
@@ -122,7 +130,8 @@ export class RaftLogStore {
 
 const load = async (db: Db): Promise<LoadedLog> => {
   const hs = await db.get(HARD_STATE_KEY)
-  const hardState = hs === undefined ? { term: 0, vote: null, commit: 0 } : decodeHardState(hs)
+  const stored = hs === undefined ? { term: 0, vote: null, commit: 0 } : decodeHardState(hs)
+  const hardState = (await db.get(REJOIN_KEY)) === undefined ? stored : { ...stored, rejoining: true }
   const sm = await db.get(SNAPSHOT_KEY)
   const snapshot = sm === undefined ? null : decodeSnapshotMark(sm)
   const from = (snapshot?.index ?? 0) + 1

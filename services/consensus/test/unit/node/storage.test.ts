@@ -61,6 +61,50 @@ describe("node storage", () => {
     await joiner.log.close()
   })
 
+  it("an empty data dir in an existing cluster rejoins instead of bootstrapping, and stays rejoining across restarts", async () => {
+    const o = await layout()
+    const evidence = { peer: "n2", clusterId: "ab".repeat(16), commitIndex: 40, term: 7 }
+    let asked = 0
+    const s1 = await openStorage({
+      ...o,
+      probeCluster: async () => {
+        asked++
+        return evidence
+      },
+    })
+    expect(asked).toBe(1)
+    expect(s1.bootstrapped).toBe(false)
+    expect(s1.rejoining).toBe(true)
+    expect(s1.rejoinEvidence).toEqual(evidence)
+    expect(s1.persisted.entries).toEqual([])
+    expect(s1.persisted.hardState).toEqual({ term: 7, vote: null, commit: 0, rejoining: true })
+    await s1.sm.close()
+    await s1.log.close()
+    // A crash before any leader contact: still rejoining, and nobody is asked again.
+    const s2 = await openStorage({ ...o, probeCluster: async () => null })
+    expect(s2.rejoining).toBe(true)
+    expect(s2.bootstrapped).toBe(false)
+    expect(s2.persisted.hardState).toEqual({ term: 7, vote: null, commit: 0, rejoining: true })
+    // Caught up by a leader: the core's next hard state has no flag; the store drops it.
+    await s2.log.persist({ hardState: { term: 7, vote: "n2", commit: 0 } })
+    await s2.sm.close()
+    await s2.log.close()
+    const s3 = await openStorage(o)
+    expect(s3.rejoining).toBe(false)
+    expect(s3.persisted.hardState).toEqual({ term: 7, vote: "n2", commit: 0 })
+    await s3.sm.close()
+    await s3.log.close()
+  })
+
+  it("bootstraps when no peer reports a cluster", async () => {
+    const o = await layout()
+    const s = await openStorage({ ...o, probeCluster: async () => null })
+    expect(s.bootstrapped).toBe(true)
+    expect(s.rejoining).toBe(false)
+    await s.sm.close()
+    await s.log.close()
+  })
+
   it("refuses a second opener with DataDirLocked", async () => {
     const o = await layout()
     const s = await openStorage(o)

@@ -196,7 +196,10 @@ export class Harness {
     const parts: string[] = []
     if (rd.softState)
       parts.push(`soft=${rd.softState.role}/lead=${rd.softState.leader}/term=${rd.softState.term}`)
-    if (rd.hardState) parts.push(`hard=${rd.hardState.term}/${rd.hardState.vote}/${rd.hardState.commit}`)
+    if (rd.hardState)
+      parts.push(
+        `hard=${rd.hardState.term}/${rd.hardState.vote}/${rd.hardState.commit}${rd.hardState.rejoining === true ? "/rejoining" : ""}`,
+      )
     if (rd.snapshot) parts.push(`snapshot=${rd.snapshot.meta.index}/${rd.snapshot.meta.term}`)
     if (rd.entries.length)
       parts.push(`persist=${rd.entries[0]!.index}..${rd.entries[rd.entries.length - 1]!.index}`)
