@@ -70,7 +70,8 @@ export const natsServerBinary = (env: Readonly<Record<string, string | undefined
   )
 }
 
-const freePort = (): Promise<number> =>
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const srv = createServer()
     srv.unref()

@@ -4,59 +4,17 @@
 // (`<p>.internal.<n>.keystore.resync`) reads the leader's `log.entries` (log
 // replay) or, once the leader compacted past it, `log.state` (full state),
 // and the node then starts and catches up.
-import { fullNodeId } from "@ekv/crypto"
-import { encodeEntry, Tag } from "@ekv/wire"
-import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { readSidecarFile, replicatedSidecar } from "../../../../test/src/audit.ts"
 import { type EkvSystem, startSystem } from "../../../../test/src/system.ts"
+import { InternalAdminClient, writersAt0 } from "./internalAdminClient.ts"
 
 let sys: EkvSystem
-let nc: NatsConnection
-const enc = new TextEncoder()
-const dec = new TextDecoder()
-
-const request = async (subject: string, body: unknown, timeout = 20_000) => {
-  const m = await nc.request(subject, enc.encode(JSON.stringify(body)), { timeout })
-  const err = m.headers?.get("Nats-Service-Error-Code")
-  const json = JSON.parse(dec.decode(m.data)) as Record<string, unknown>
-  if (err !== undefined && err !== "") throw new Error(`${subject}: ${err} ${JSON.stringify(json)}`)
-  return json
-}
-const internal = (node: string, sub: string, body: unknown, timeout = 20_000) =>
-  request(`ekv.internal.${node}.admin.${sub}`, body, timeout)
-
-/** Proposes through `leader`, retrying while its writer session opens (ApplierNotReady) or it is unavailable. */
-const propose = async (leader: string, entry: Uint8Array): Promise<{ index: number; status: string }> => {
-  const body = { entry: Buffer.from(entry).toString("base64") }
-  for (let i = 0; ; i++) {
-    try {
-      return (await internal(leader, "encryption.propose", body, 60_000)) as { index: number; status: string }
-    } catch (e) {
-      if (i > 50 || !/ApplierNotReady|503/.test(String(e))) throw e
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  }
-}
-
-const generate = async (leader: string, purposes: ("storage" | "raft")[]) => {
-  const g = (await internal(leader, "encryption.generate-dek", { purposes })) as {
-    deks: { purpose: string; key_id: number; wrapped: string }[]
-  }
-  return (p: string) => {
-    const d = g.deks.find((x) => x.purpose === p)!
-    return { key_id: d.key_id as never, wrapped: Buffer.from(d.wrapped, "base64") }
-  }
-}
+let admin: InternalAdminClient
 
 const rotate = async (purpose: "storage" | "raft") => {
   const leader = await sys.waitForLeader()
-  const d = await generate(leader, [purpose])
-  const writers = ["n1", "n2", "n3"].map((n) => ({ full_node_id: fullNodeId(n), local_epoch: 0 as never }))
-  const r = await propose(
-    leader,
-    encodeEntry({ tag: Tag.Control, control: { kind: "rotate-dek", purpose, dek: d(purpose), writers } }),
-  )
+  const { proposed: r } = await admin.rotateDek(leader, purpose, writersAt0(["n1", "n2", "n3"]))
   expect(r.status).toBe("applied")
   return r.index
 }
@@ -92,8 +50,8 @@ const sameKeystoreState = async () => {
     ...e,
     keys: (e.keys as { created: string }[]).map(({ created: _, ...k }) => k),
   })
-  const want = strip(await internal(leader, "log.state", {}))
-  for (const n of sys.nodes) expect(strip(await internal(n, "log.state", {})), n).toEqual(want)
+  const want = strip(await admin.internal(leader, "log.state", {}))
+  for (const n of sys.nodes) expect(strip(await admin.internal(n, "log.state", {})), n).toEqual(want)
   const sidecars = await Promise.all(sys.nodes.map((n) => readSidecarFile(sys.sidecarPath(n))))
   for (const s of sidecars) expect(replicatedSidecar(s!)).toEqual(replicatedSidecar(sidecars[0]!))
 }
@@ -105,26 +63,15 @@ const follower = async () => {
 
 beforeAll(async () => {
   sys = await startSystem({ name: "consensus-enc-guards", electionTimeoutMs: 500 })
-  nc = await connect({
-    servers: sys.nats.servers,
-    user: "admin",
-    pass: sys.passwords.admin ?? "",
-    inboxPrefix: "_INBOX.admin",
-  })
+  admin = await InternalAdminClient.connect(sys)
   const leader = await sys.waitForLeader()
   for (const n of sys.nodes) await sys.waitForHealthy(n)
-  const d = await generate(leader, ["storage", "raft"])
-  const writers = sys.nodes.map((n) => ({ full_node_id: fullNodeId(n), local_epoch: 0 as never }))
-  await propose(
-    leader,
-    encodeEntry({ tag: Tag.Bootstrap, bootstrap: { storage: d("storage"), raft: d("raft"), writers } }),
-  )
-  await propose(leader, encodeEntry({ tag: Tag.Control, control: { kind: "enable-storage-envelope" } }))
+  await admin.bootstrapWithStorageEnvelope(leader, sys.nodes)
   await sys.putRetry("guards/first", "v")
 }, 120_000)
 
 afterAll(async () => {
-  await nc?.close()
+  await admin?.close()
   await sys?.stopAll()
 })
 
@@ -153,7 +100,7 @@ describe("start-up guards decided by consensus (SPEC §7)", () => {
     await expectRefusal(sys, f, "SidecarBehindRaftLog")
 
     const leader = await sys.waitForLeader()
-    const r = await request(`ekv.internal.${f}.keystore.resync`, { leader }, 60_000)
+    const r = await admin.request(`ekv.internal.${f}.keystore.resync`, { leader }, 60_000)
     expect(r).toEqual({ node: f, mode: "log-replay", raft_applied_index: rot })
     await sys.start(`consensus-${f}`)
     await sys.waitForHealthy(f, 60_000)
@@ -170,7 +117,7 @@ describe("start-up guards decided by consensus (SPEC §7)", () => {
     const idx = await sys.putRetry("guards/behind2", "v")
     await sys.waitForApplied(idx)
     const leader = await sys.waitForLeader()
-    const snap = (await internal(leader, "cluster.snapshot", { node: leader }, 30_000)) as {
+    const snap = (await admin.internal(leader, "cluster.snapshot", { node: leader }, 30_000)) as {
       snapshots: { index: number }[]
     }
     expect(snap.snapshots[0]!.index).toBeGreaterThan(rot)
@@ -178,7 +125,7 @@ describe("start-up guards decided by consensus (SPEC §7)", () => {
     await sys.rollbackSidecar(f, "behind2")
     await sys.start(`keystore-${f}`)
     await expectRefusal(sys, f, "SidecarBehindRaftLog")
-    const r = await request(`ekv.internal.${f}.keystore.resync`, { leader }, 60_000)
+    const r = await admin.request(`ekv.internal.${f}.keystore.resync`, { leader }, 60_000)
     expect(r.mode).toBe("full-state")
     expect(r.raft_applied_index).toBe(rot)
     await sys.start(`consensus-${f}`)

@@ -4,33 +4,13 @@
 // decrypt), and the raft cutover under concurrent writers.
 import { readdir, readFile } from "node:fs/promises"
 import { join } from "node:path"
-import { fullNodeId } from "@ekv/crypto"
 import { encodeEntry, Tag } from "@ekv/wire"
-import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { type EkvSystem, startSystem } from "../../../../test/src/system.ts"
+import { InternalAdminClient, writersAt0 } from "./internalAdminClient.ts"
 
 let sys: EkvSystem
-let nc: NatsConnection
-const enc = new TextEncoder()
-const dec = new TextDecoder()
-
-const internal = async (node: string, op: string, body: unknown, timeout = 20_000) => {
-  const m = await nc.request(
-    `ekv.internal.${node}.admin.encryption.${op}`,
-    enc.encode(JSON.stringify(body)),
-    {
-      timeout,
-    },
-  )
-  const err = m.headers?.get("Nats-Service-Error-Code")
-  const json = JSON.parse(dec.decode(m.data)) as Record<string, unknown>
-  if (err !== undefined && err !== "") throw new Error(`${op}: ${err} ${JSON.stringify(json)}`)
-  return json
-}
-
-const propose = (leader: string, entry: Uint8Array) =>
-  internal(leader, "propose", { entry: Buffer.from(entry).toString("base64") })
+let admin: InternalAdminClient
 
 const filesContain = async (dir: string, needle: Buffer): Promise<boolean> => {
   for (const f of await readdir(dir, { recursive: true }).catch(() => [] as string[])) {
@@ -42,17 +22,11 @@ const filesContain = async (dir: string, needle: Buffer): Promise<boolean> => {
 
 beforeAll(async () => {
   sys = await startSystem({ name: "consensus-enc", electionTimeoutMs: 500 })
-  const s = sys as unknown as { passwords: Record<string, string>; nats: { servers: string[] } }
-  nc = await connect({
-    servers: s.nats.servers,
-    user: "admin",
-    pass: s.passwords.admin ?? "",
-    inboxPrefix: "_INBOX.admin",
-  })
+  admin = await InternalAdminClient.connect(sys)
 }, 120_000)
 
 afterAll(async () => {
-  await nc?.close()
+  await admin?.close()
   await sys?.stopAll()
 })
 
@@ -67,22 +41,16 @@ describe("encryption lifecycle (consensus mechanics)", () => {
     const before = "plain-before-envelope-0123456789"
     await sys.putRetry("enc/before", before)
 
-    const gen = (await internal(leader, "generate-dek", { purposes: ["storage", "raft"] })) as {
-      deks: { purpose: string; key_id: number; wrapped: string }[]
-    }
-    const dek = (p: string) => {
-      const d = gen.deks.find((x) => x.purpose === p)!
-      return { key_id: d.key_id as never, wrapped: Buffer.from(d.wrapped, "base64") }
-    }
-    const writers = sys.nodes.map((n) => ({ full_node_id: fullNodeId(n), local_epoch: 0 as never }))
-    const boot = await propose(
+    const dek = await admin.generate(leader, ["storage", "raft"])
+    const writers = writersAt0(sys.nodes)
+    const boot = await admin.proposeOnce(
       leader,
       encodeEntry({ tag: Tag.Bootstrap, bootstrap: { storage: dek("storage"), raft: dek("raft"), writers } }),
     )
     expect(boot.status).toBe("applied")
     // A second bootstrap is refused by pre-validation and appends nothing.
     await expect(
-      propose(
+      admin.proposeOnce(
         leader,
         encodeEntry({
           tag: Tag.Bootstrap,
@@ -91,12 +59,14 @@ describe("encryption lifecycle (consensus mechanics)", () => {
       ),
     ).rejects.toThrow(/AlreadyBootstrapped/)
 
-    const es = await propose(
+    const es = await admin.proposeOnce(
       leader,
       encodeEntry({ tag: Tag.Control, control: { kind: "enable-storage-envelope" } }),
     )
     expect(es.status).toBe("applied")
-    const state = (await internal(leader, "state", {})) as { storage_envelope_active: boolean }
+    const state = (await admin.internal(leader, "encryption.state", {})) as {
+      storage_envelope_active: boolean
+    }
     expect(state.storage_envelope_active).toBe(true)
 
     const secret = "sealed-at-rest-secret-value-ABCDEFGHIJKLMNOP"
@@ -111,7 +81,7 @@ describe("encryption lifecycle (consensus mechanics)", () => {
     // Every node applied it; its state files never hold the plaintext value.
     for (const n of sys.nodes) {
       await sys.waitForApplied(idx, [n])
-      const st = (await internal(n, "node-status", {})) as {
+      const st = (await admin.internal(n, "encryption.node-status", {})) as {
         versions_by_key_id: Record<string, number>
         cleartext_versions: number
       }
@@ -137,7 +107,7 @@ describe("encryption lifecycle (consensus mechanics)", () => {
       }
     })
     await new Promise((r) => setTimeout(r, 300))
-    const cut = await propose(
+    const cut = await admin.proposeOnce(
       leader,
       encodeEntry({ tag: Tag.Control, control: { kind: "enable-raft-envelope" } }),
     )
@@ -146,14 +116,18 @@ describe("encryption lifecycle (consensus mechanics)", () => {
     stop = true
     await Promise.all(writers)
     expect(ok).toBeGreaterThan(0)
-    const st = (await internal(leader, "state", {})) as { raft_envelope_cutover_index: number }
+    const st = (await admin.internal(leader, "encryption.state", {})) as {
+      raft_envelope_cutover_index: number
+    }
     expect(st.raft_envelope_cutover_index).toBe(cut.index)
     const after = await sys.putRetry("cut/after", "secret-after-cutover-XYZ")
     expect(after).toBeGreaterThan(st.raft_envelope_cutover_index)
     // No node rejected an unsealed entry after c, and the log files hold no plaintext of later writes.
     for (const n of sys.nodes) {
       await sys.waitForApplied(after, [n])
-      const ns = (await internal(n, "node-status", {})) as { log_entries_by_key_id: Record<string, number> }
+      const ns = (await admin.internal(n, "encryption.node-status", {})) as {
+        log_entries_by_key_id: Record<string, number>
+      }
       expect(Object.values(ns.log_entries_by_key_id).reduce((a, b) => a + b, 0)).toBeGreaterThan(0)
       expect(await filesContain(sys.raftDir(n), Buffer.from("secret-after-cutover-XYZ"))).toBe(false)
     }

@@ -5,65 +5,18 @@
 // ekv_decrypt_failures_total (SPEC §2.4, §9); ekv_local_epoch follows each
 // new session.
 import { randomBytes } from "node:crypto"
-import { createServer } from "node:net"
 import { join } from "node:path"
-import { fullNodeId } from "@ekv/crypto"
-import { encodeEntry, Tag } from "@ekv/wire"
-import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { ClassicLevel } from "classic-level"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { nodeId16, stateVersions } from "../../../../test/src/audit.ts"
+import { freePort } from "../../../../test/src/natsFixture.ts"
 import { type EkvSystem, startSystem } from "../../../../test/src/system.ts"
 import { decodeVersionKey, VERSION_SPACE } from "../../src/stateMachine/versionKey.ts"
+import { InternalAdminClient } from "./internalAdminClient.ts"
 
 let sys: EkvSystem
-let nc: NatsConnection
+let admin: InternalAdminClient
 const ports: Record<string, number> = {}
-const enc = new TextEncoder()
-const dec = new TextDecoder()
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address()
-      s.close(() => resolve(typeof a === "object" && a !== null ? a.port : 0))
-    })
-  })
-
-const internal = async (node: string, sub: string, body: unknown, timeout = 20_000) => {
-  const m = await nc.request(`ekv.internal.${node}.admin.${sub}`, enc.encode(JSON.stringify(body)), {
-    timeout,
-  })
-  const err = m.headers?.get("Nats-Service-Error-Code")
-  const json = JSON.parse(dec.decode(m.data)) as Record<string, unknown>
-  if (err !== undefined && err !== "") throw new Error(`${sub}: ${err} ${JSON.stringify(json)}`)
-  return json
-}
-
-/** Proposes through `leader`, retrying while its writer session opens (ApplierNotReady) or it is unavailable. */
-const propose = async (leader: string, entry: Uint8Array): Promise<{ index: number; status: string }> => {
-  const body = { entry: Buffer.from(entry).toString("base64") }
-  for (let i = 0; ; i++) {
-    try {
-      return (await internal(leader, "encryption.propose", body, 60_000)) as { index: number; status: string }
-    } catch (e) {
-      if (i > 50 || !/ApplierNotReady|503/.test(String(e))) throw e
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  }
-}
-
-const generate = async (leader: string, purposes: ("storage" | "raft")[]) => {
-  const g = (await internal(leader, "encryption.generate-dek", { purposes })) as {
-    deks: { purpose: string; key_id: number; wrapped: string }[]
-  }
-  return (p: string) => {
-    const d = g.deks.find((x) => x.purpose === p)!
-    return { key_id: d.key_id as never, wrapped: Buffer.from(d.wrapped, "base64") }
-  }
-}
 
 const metric = async (node: string, name: string, labels = ""): Promise<number> => {
   const text = await fetch(`http://127.0.0.1:${ports[node]}/metrics`).then((r) => r.text())
@@ -83,21 +36,7 @@ interface NodeStatus {
   rewrite?: { done: boolean; progress: number }
 }
 const nodeStatus = async (n: string) =>
-  (await internal(n, "encryption.node-status", {})) as unknown as NodeStatus
-
-const transferTo = async (node: string) => {
-  await sys.until(
-    `leadership at ${node}`,
-    async () => {
-      const leader = await sys.waitForLeader()
-      if (leader === node) return true
-      await internal(leader, "cluster.transfer-leader", { node }, 30_000).catch(() => undefined)
-      return undefined
-    },
-    60_000,
-    500,
-  )
-}
+  (await admin.internal(n, "encryption.node-status", {})) as unknown as NodeStatus
 
 const written = new Map<string, Buffer>()
 const put = async (key: string, size = 48) => {
@@ -126,32 +65,14 @@ beforeAll(async () => {
       Object.entries(ports).map(([n, p]) => [`consensus-${n}`, { EKV_METRICS_PORT: String(p) }]),
     ),
   })
-  nc = await connect({
-    servers: sys.nats.servers,
-    user: "admin",
-    pass: sys.passwords.admin ?? "",
-    inboxPrefix: "_INBOX.admin",
-  })
+  admin = await InternalAdminClient.connect(sys)
   const leader = await sys.waitForLeader()
   for (const n of sys.nodes) await sys.waitForHealthy(n)
   // Cleartext versions, then versions under the first storage DEK, then a rotation.
   for (let i = 0; i < 20; i++) await put(`rw/plain/${i}`, 2048)
-  const d = await generate(leader, ["storage", "raft"])
-  const writers = sys.nodes.map((n) => ({ full_node_id: fullNodeId(n), local_epoch: 0 as never }))
-  await propose(
-    leader,
-    encodeEntry({ tag: Tag.Bootstrap, bootstrap: { storage: d("storage"), raft: d("raft"), writers } }),
-  )
-  await propose(leader, encodeEntry({ tag: Tag.Control, control: { kind: "enable-storage-envelope" } }))
+  const { dek: d, writers } = await admin.bootstrapWithStorageEnvelope(leader, sys.nodes)
   for (let i = 0; i < 20; i++) await put(`rw/old/${i}`, 2048)
-  const r = await generate(leader, ["storage"])
-  await propose(
-    leader,
-    encodeEntry({
-      tag: Tag.Control,
-      control: { kind: "rotate-dek", purpose: "storage", dek: r("storage"), writers },
-    }),
-  )
+  const { dek: r } = await admin.rotateDek(leader, "storage", writers)
   let last = 0
   for (let i = 0; i < 5; i++) last = await put(`rw/new/${i}`)
   await sys.waitForApplied(last)
@@ -159,7 +80,7 @@ beforeAll(async () => {
 }, 150_000)
 
 afterAll(async () => {
-  await nc?.close()
+  await admin?.close()
   await sys?.stopAll()
 })
 
@@ -181,9 +102,9 @@ describe("storage encryption work on a node's own state", () => {
     const rate = 0.04
     const t0 = Date.now()
     for (const n of sys.nodes)
-      expect(await internal(n, "encryption.rewrite", { rate_mib_s: rate })).toEqual({ started: true })
+      expect(await admin.internal(n, "encryption.rewrite", { rate_mib_s: rate })).toEqual({ started: true })
     // A second request while one runs starts nothing.
-    expect(await internal(sys.nodes[0]!, "encryption.rewrite", { rate_mib_s: rate })).toEqual({
+    expect(await admin.internal(sys.nodes[0]!, "encryption.rewrite", { rate_mib_s: rate })).toEqual({
       started: false,
     })
     const seen = new Set<number>()
@@ -239,7 +160,7 @@ describe("storage encryption work on a node's own state", () => {
     expect(tampered).toBe(1)
     await sys.start(`consensus-${t}`)
     await sys.waitForHealthy(t)
-    await transferTo(t)
+    await admin.transferTo(sys, t)
     expect(await metric(t, "ekv_decrypt_failures_total", 'reason="IntegrityError"')).toBe(0)
     const r = await sys.kv.get(key)
     expect(r.ok).toBe(false)
@@ -261,7 +182,7 @@ describe("storage encryption work on a node's own state", () => {
     })
     const check = async (n: string) => {
       const st = await nodeStatus(n)
-      const reg = (await internal(n, "encryption.state", {})) as {
+      const reg = (await admin.internal(n, "encryption.state", {})) as {
         registry: { dek_id: number; node_id16: number; last_seen_local_epoch: number }[]
         active: { storage: number; raft: number }
       }

@@ -3,50 +3,13 @@
 // node is leader during its process load; a member left out of a rotation's
 // writer batch receives the new DEK unregistered, keeps sealing under the
 // previous active DEK until its own 0x03 commits, then seals under the new one.
-import { fullNodeId } from "@ekv/crypto"
-import { encodeEntry, Tag } from "@ekv/wire"
-import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { collectEnvelopes, nodeId16 } from "../../../../test/src/audit.ts"
 import { type EkvSystem, startSystem } from "../../../../test/src/system.ts"
+import { InternalAdminClient, writersAt0 } from "./internalAdminClient.ts"
 
 let sys: EkvSystem
-let nc: NatsConnection
-const enc = new TextEncoder()
-const dec = new TextDecoder()
-
-const internal = async (node: string, sub: string, body: unknown, timeout = 20_000) => {
-  const m = await nc.request(`ekv.internal.${node}.admin.${sub}`, enc.encode(JSON.stringify(body)), {
-    timeout,
-  })
-  const err = m.headers?.get("Nats-Service-Error-Code")
-  const json = JSON.parse(dec.decode(m.data)) as Record<string, unknown>
-  if (err !== undefined && err !== "") throw new Error(`${sub}: ${err} ${JSON.stringify(json)}`)
-  return json
-}
-
-/** Proposes through `leader`, retrying while its writer session opens (ApplierNotReady) or it is unavailable. */
-const propose = async (leader: string, entry: Uint8Array): Promise<{ index: number; status: string }> => {
-  const body = { entry: Buffer.from(entry).toString("base64") }
-  for (let i = 0; ; i++) {
-    try {
-      return (await internal(leader, "encryption.propose", body, 60_000)) as { index: number; status: string }
-    } catch (e) {
-      if (i > 50 || !/ApplierNotReady|503/.test(String(e))) throw e
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  }
-}
-
-const generate = async (leader: string, purposes: ("storage" | "raft")[]) => {
-  const g = (await internal(leader, "encryption.generate-dek", { purposes })) as {
-    deks: { purpose: string; key_id: number; wrapped: string }[]
-  }
-  return (p: string) => {
-    const d = g.deks.find((x) => x.purpose === p)!
-    return { key_id: d.key_id as never, wrapped: Buffer.from(d.wrapped, "base64") }
-  }
-}
+let admin: InternalAdminClient
 
 interface State {
   active: { storage: number; raft: number }
@@ -59,43 +22,18 @@ interface State {
   }[]
 }
 const state = async () =>
-  (await internal(await sys.waitForLeader(), "encryption.state", {})) as unknown as State
-
-const transferTo = async (node: string) => {
-  await sys.until(
-    `leadership at ${node}`,
-    async () => {
-      const leader = await sys.waitForLeader()
-      if (leader === node) return true
-      await internal(leader, "cluster.transfer-leader", { node }, 30_000).catch(() => undefined)
-      return undefined
-    },
-    60_000,
-    500,
-  )
-}
+  (await admin.internal(await sys.waitForLeader(), "encryption.state", {})) as unknown as State
 
 beforeAll(async () => {
   sys = await startSystem({ name: "consensus-enc-rotation", electionTimeoutMs: 500 })
-  nc = await connect({
-    servers: sys.nats.servers,
-    user: "admin",
-    pass: sys.passwords.admin ?? "",
-    inboxPrefix: "_INBOX.admin",
-  })
+  admin = await InternalAdminClient.connect(sys)
   const leader = await sys.waitForLeader()
   for (const n of sys.nodes) await sys.waitForHealthy(n)
-  const d = await generate(leader, ["storage", "raft"])
-  const writers = sys.nodes.map((n) => ({ full_node_id: fullNodeId(n), local_epoch: 0 as never }))
-  await propose(
-    leader,
-    encodeEntry({ tag: Tag.Bootstrap, bootstrap: { storage: d("storage"), raft: d("raft"), writers } }),
-  )
-  await propose(leader, encodeEntry({ tag: Tag.Control, control: { kind: "enable-storage-envelope" } }))
+  await admin.bootstrapWithStorageEnvelope(leader, sys.nodes)
 }, 120_000)
 
 afterAll(async () => {
-  await nc?.close()
+  await admin?.close()
   await sys?.stopAll()
 })
 
@@ -116,7 +54,7 @@ describe("rotations driven by consensus", () => {
     await new Promise((r) => setTimeout(r, 2_500))
     expect((await state()).keys.length).toBe(2)
 
-    await transferTo(x)
+    await admin.transferTo(sys, x)
     const rotated = await sys.until(
       "both purposes rotated",
       async () => {
@@ -135,8 +73,8 @@ describe("rotations driven by consensus", () => {
     expect(rotatedLog.length).toBe(1)
 
     // Once per process load: losing and regaining leadership rotates nothing more.
-    await transferTo(sys.nodes.find((n) => n !== x)!)
-    await transferTo(x)
+    await admin.transferTo(sys, sys.nodes.find((n) => n !== x)!)
+    await admin.transferTo(sys, x)
     await new Promise((r) => setTimeout(r, 2_500))
     expect((await state()).keys.length).toBe(4)
     sys.setEnv(`consensus-${x}`, { EKV_ROTATE_ON_STARTUP: "" })
@@ -157,17 +95,8 @@ describe("rotations driven by consensus", () => {
       while (!stop) await sys.kv.put(`rot/${w}/${n++}`, `value-${n}`).catch(() => undefined)
     })
     await new Promise((r) => setTimeout(r, 500))
-    const d = await generate(leader, ["storage"])
-    const batch = sys.nodes
-      .filter((x) => x !== m)
-      .map((x) => ({ full_node_id: fullNodeId(x), local_epoch: 0 as never }))
-    const rot = await propose(
-      leader,
-      encodeEntry({
-        tag: Tag.Control,
-        control: { kind: "rotate-dek", purpose: "storage", dek: d("storage"), writers: batch },
-      }),
-    )
+    const batch = writersAt0(sys.nodes.filter((x) => x !== m))
+    const { dek: d, proposed: rot } = await admin.rotateDek(leader, "storage", batch)
     expect(rot.status).toBe("applied")
     const fresh = (d("storage") as { key_id: number }).key_id
     await new Promise((r) => setTimeout(r, 1_500))

@@ -4,9 +4,7 @@
 // InstallSnapshot and ends with the others' registry and wrapped DEKs, opens
 // every value and raft envelope; a node restored from a stale copy of its
 // data dir seals at epochs strictly above every epoch it used before.
-import { fullNodeId } from "@ekv/crypto"
 import { encodeEntry, Tag } from "@ekv/wire"
-import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import {
   checkNonceReuse,
@@ -17,62 +15,10 @@ import {
   replicatedSidecar,
 } from "../../../../test/src/audit.ts"
 import { type EkvSystem, startSystem } from "../../../../test/src/system.ts"
+import { InternalAdminClient, replicatedExport, writersAt0 } from "./internalAdminClient.ts"
 
 let sys: EkvSystem
-let nc: NatsConnection
-const enc = new TextEncoder()
-const dec = new TextDecoder()
-
-const internal = async (node: string, sub: string, body: unknown, timeout = 20_000) => {
-  const m = await nc.request(`ekv.internal.${node}.admin.${sub}`, enc.encode(JSON.stringify(body)), {
-    timeout,
-  })
-  const err = m.headers?.get("Nats-Service-Error-Code")
-  const json = JSON.parse(dec.decode(m.data)) as Record<string, unknown>
-  if (err !== undefined && err !== "") throw new Error(`${sub}: ${err} ${JSON.stringify(json)}`)
-  return json
-}
-
-/** Proposes through `leader`, retrying while its writer session opens (ApplierNotReady) or it is unavailable. */
-const propose = async (leader: string, entry: Uint8Array): Promise<{ index: number; status: string }> => {
-  const body = { entry: Buffer.from(entry).toString("base64") }
-  for (let i = 0; ; i++) {
-    try {
-      return (await internal(leader, "encryption.propose", body, 60_000)) as { index: number; status: string }
-    } catch (e) {
-      if (i > 50 || !/ApplierNotReady|503/.test(String(e))) throw e
-      await new Promise((r) => setTimeout(r, 200))
-    }
-  }
-}
-
-const generate = async (leader: string, purposes: ("storage" | "raft")[]) => {
-  const g = (await internal(leader, "encryption.generate-dek", { purposes })) as {
-    deks: { purpose: string; key_id: number; wrapped: string }[]
-  }
-  return (p: string) => {
-    const d = g.deks.find((x) => x.purpose === p)!
-    return { key_id: d.key_id as never, wrapped: Buffer.from(d.wrapped, "base64") }
-  }
-}
-
-const writersAt0 = () => sys.nodes.map((n) => ({ full_node_id: fullNodeId(n), local_epoch: 0 as never }))
-
-interface Export {
-  raft_applied_index: number
-  active: { storage: number; raft: number }
-  keys: { key_id: number; purpose: string; wrapped: string; retired: boolean; created: string }[]
-  writers: { dek_id: number; node_id16: number; last_seen_local_epoch: number; full_node_id: string }[]
-}
-
-/** The replicated part of a keystore export (`log.state`): everything but `created`. */
-const replicatedExport = (e: Export) => ({
-  ...e,
-  keys: e.keys
-    .map((k) => ({ key_id: k.key_id, purpose: k.purpose, wrapped: k.wrapped, retired: k.retired }))
-    .sort((a, b) => a.key_id - b.key_id),
-  writers: [...e.writers].sort((a, b) => a.dek_id - b.dek_id || a.node_id16 - b.node_id16),
-})
+let admin: InternalAdminClient
 
 const written = new Map<string, string>()
 const put = async (key: string) => {
@@ -95,7 +41,7 @@ const readAll = async (): Promise<string[]> => {
 
 const transferTo = async (node: string) => {
   const leader = await sys.waitForLeader()
-  if (leader !== node) await internal(leader, "cluster.transfer-leader", { node }, 30_000)
+  if (leader !== node) await admin.internal(leader, "cluster.transfer-leader", { node }, 30_000)
   await sys.until("leader moved", async () => ((await sys.waitForLeader()) === node ? true : undefined))
 }
 
@@ -107,16 +53,11 @@ const ownEnvelopes = async (node: string): Promise<EnvelopeRecord[]> => {
 
 beforeAll(async () => {
   sys = await startSystem({ name: "consensus-enc-snap", electionTimeoutMs: 500, snapshotEntries: 20 })
-  nc = await connect({
-    servers: sys.nats.servers,
-    user: "admin",
-    pass: sys.passwords.admin ?? "",
-    inboxPrefix: "_INBOX.admin",
-  })
+  admin = await InternalAdminClient.connect(sys)
 }, 120_000)
 
 afterAll(async () => {
-  await nc?.close()
+  await admin?.close()
   await sys?.stopAll()
 })
 
@@ -129,26 +70,11 @@ describe("snapshots and epochs (consensus mechanics)", () => {
     let leader = await sys.waitForLeader()
     for (const n of sys.nodes) await sys.waitForHealthy(n)
     for (let i = 0; i < 5; i++) await put(`snap/plain/${i}`)
-    const dek = await generate(leader, ["storage", "raft"])
-    await propose(
-      leader,
-      encodeEntry({
-        tag: Tag.Bootstrap,
-        bootstrap: { storage: dek("storage"), raft: dek("raft"), writers: writersAt0() },
-      }),
-    )
-    await propose(leader, encodeEntry({ tag: Tag.Control, control: { kind: "enable-storage-envelope" } }))
+    await admin.bootstrapWithStorageEnvelope(leader, sys.nodes)
     for (let i = 0; i < 5; i++) await put(`snap/sealed/${i}`)
-    const rot = await generate(leader, ["storage"])
-    const r = await propose(
-      leader,
-      encodeEntry({
-        tag: Tag.Control,
-        control: { kind: "rotate-dek", purpose: "storage", dek: rot("storage"), writers: writersAt0() },
-      }),
-    )
+    const { dek: rot, proposed: r } = await admin.rotateDek(leader, "storage", writersAt0(sys.nodes))
     expect(r.status).toBe("applied")
-    const cut = await propose(
+    const cut = await admin.propose(
       leader,
       encodeEntry({ tag: Tag.Control, control: { kind: "enable-raft-envelope" } }),
     )
@@ -163,7 +89,7 @@ describe("snapshots and epochs (consensus mechanics)", () => {
     let last = 0
     for (let i = 0; i < 30; i++) last = await put(`snap/away/${i}`)
     for (const n of sys.nodes.filter((x) => x !== f)) {
-      const s = (await internal(n, "cluster.snapshot", { node: n }, 30_000)) as {
+      const s = (await admin.internal(n, "cluster.snapshot", { node: n }, 30_000)) as {
         snapshots: { node: string; index: number }[]
       }
       expect(s.snapshots[0]!.index).toBeGreaterThan(cut.index)
@@ -176,9 +102,7 @@ describe("snapshots and epochs (consensus mechanics)", () => {
     expect((await sys.logEntries(`consensus-${f}`, "snapshot installed")).length).toBeGreaterThan(0)
     expect((await sys.logEntries(`consensus-${f}`, "keystore state restored from snapshot")).length).toBe(1)
 
-    const exports = (await Promise.all(
-      sys.nodes.map((n) => internal(n, "log.state", {})),
-    )) as unknown as Export[]
+    const exports = await Promise.all(sys.nodes.map((n) => admin.logState(n)))
     const mine = exports[sys.nodes.indexOf(f)]!
     for (const e of exports) expect(replicatedExport(e)).toEqual(replicatedExport(mine))
     expect(mine.active.storage).toBe((rot("storage") as { key_id: number }).key_id)

@@ -5,38 +5,21 @@
 // wraps and every member switches to the next KEK. Real processes, NATS §9 auth.
 import { readFile } from "node:fs/promises"
 import { kekId, unwrapDek } from "@ekv/crypto"
-import { connect, type NatsConnection } from "@nats-io/transport-node"
 import { Result } from "effect"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { type EkvSystem, startSystem } from "../../../../test/src/system.ts"
+import { InternalAdminClient } from "./internalAdminClient.ts"
 
 let sys: EkvSystem
-let nc: NatsConnection
-const enc = new TextEncoder()
-const dec = new TextDecoder()
-
-/** A request as the admin user; the JSON body and the service error code ("" on success). */
-const asAdmin = async (subject: string, body: unknown) => {
-  const m = await nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: 20_000 })
-  return {
-    code: m.headers?.get("Nats-Service-Error-Code") ?? "",
-    json: JSON.parse(dec.decode(m.data)) as Record<string, unknown>,
-  }
-}
+let admin: InternalAdminClient
 
 beforeAll(async () => {
   sys = await startSystem({ name: "rewrap-relay", electionTimeoutMs: 500 })
-  const s = sys as unknown as { passwords: Record<string, string>; nats: { servers: string[] } }
-  nc = await connect({
-    servers: s.nats.servers,
-    user: "admin",
-    pass: s.passwords.admin ?? "",
-    inboxPrefix: "_INBOX.admin",
-  })
+  admin = await InternalAdminClient.connect(sys)
 }, 120_000)
 
 afterAll(async () => {
-  await nc?.close()
+  await admin?.close()
   await sys?.stopAll()
 })
 
@@ -58,13 +41,13 @@ describe("rewrap-deks relay", () => {
 
     const follower = sys.nodes.find((n) => n !== leader)!
     const subject = `ekv.internal.${follower}.admin.encryption.rewrap-deks`
-    const wrong = await asAdmin(subject, { next_kek_id: "00".repeat(8) })
+    const wrong = await admin.reply(subject, { next_kek_id: "00".repeat(8) })
     expect(wrong.code).toBe("412")
     expect(wrong.json).toMatchObject({
       error: { code: "FailedPrecondition", details: { reason: "KekNextMismatch" } },
     })
 
-    const r = await asAdmin(subject, { next_kek_id: kekId(kekB) })
+    const r = await admin.reply(subject, { next_kek_id: kekId(kekB) })
     expect(r.code).toBe("")
     const wraps = r.json.wraps as { key_id: number; wrapped: string }[]
     expect(r.json.next_kek_id).toBe(kekId(kekB))
