@@ -7,19 +7,15 @@
 // after activation, and `ekv encryption history` against a real JetStream stream.
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises"
-import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
-import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { fullNodeId } from "@ekv/crypto"
-import { type NatsFixture, startNats } from "@ekv/test"
 import { decodeEntry, type EntryPayload, encryptionEventMsgId } from "@ekv/wire"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
-import { connect, type Msg, type NatsConnection } from "@nats-io/transport-node"
+import type { Msg, NatsConnection } from "@nats-io/transport-node"
 import { Result } from "effect"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import { busUsers, generatePasswords, literalPasswords, natsServerConfig } from "../../src/busConfig.ts"
+import { ask as askOver, json, StandInBus } from "./standInBus.ts"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../../../..")
 const MEMBERS = ["n1", "n2", "n3"]
@@ -154,7 +150,6 @@ const nodeStatus = (node: string) => ({
   snapshots_by_key_id: {},
 })
 
-const json = (m: Msg): Record<string, unknown> => JSON.parse(new TextDecoder().decode(m.data))
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64")
 
 /** Applies a proposal to the stand-in world the way a leader would, and describes it. */
@@ -215,23 +210,13 @@ const apply = (p: EntryPayload): { kind: string; key_ids: number[]; outcome: str
   }
 }
 
-let fixture: NatsFixture
-let dir: string
-let passwords: Record<string, string>
+let bus: StandInBus
 let admin: ChildProcess
 let operator: NatsConnection
 const conns: NatsConnection[] = []
 
-const as = (user: string) =>
-  connect({
-    servers: fixture.servers,
-    user,
-    pass: passwords[user] ?? "",
-    inboxPrefix: `_INBOX.${user}`,
-  })
-
 const standInConsensus = async (node: string) => {
-  const nc = await as(`consensus-${node}`)
+  const nc = await bus.connectAs(`consensus-${node}`)
   const handle = (msg: Msg) => {
     {
       const op = msg.subject.split(".").slice(4).join(".")
@@ -319,7 +304,7 @@ const standInConsensus = async (node: string) => {
 }
 
 const standInKeystore = async (node: string) => {
-  const nc = await as(`keystore-${node}`)
+  const nc = await bus.connectAs(`keystore-${node}`)
   nc.subscribe(`ekv.node.${node}.capability`, {
     callback: (err, msg) => {
       if (err !== null) return
@@ -339,75 +324,24 @@ const standInKeystore = async (node: string) => {
   conns.push(nc)
 }
 
-const ask = async (subject: string, body: unknown) => {
-  const m = await operator.request(subject, typeof body === "string" ? body : JSON.stringify(body), {
-    timeout: 10_000,
-  })
-  return { code: m.headers?.get("Nats-Service-Error-Code") ?? "", body: json(m) }
-}
+const ask = (subject: string, body: unknown) => askOver(operator, subject, body)
 const enc = (op: string, body: unknown = {}) => ask(`ekv.admin.encryption.${op}`, body)
 
-const startAdmin = async (): Promise<ChildProcess> => {
-  const child = spawn(process.execPath, [join(root, "services/admin/src/main.ts")], {
-    env: {
-      ...process.env,
-      NATS_URL: fixture.servers.join(","),
-      NATS_USER: "admin",
-      NATS_PASSWORD: passwords.admin ?? "",
-      EKV_PEERS: "n1,n2",
-      EKV_ADMIN_REQUEST_TIMEOUT_MS: "1000",
-      EKV_ADMIN_STATUS_TIMEOUT_MS: "500",
-      EKV_ELECTION_TIMEOUT_MS: "300",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("admin not ready")), 15_000)
-    for (const s of [child.stdout, child.stderr]) {
-      if (s === null) continue
-      createInterface({ input: s }).on("line", (line) => {
-        if (process.env.EKV_TEST_VERBOSE) console.log(`[admin] ${line}`)
-        if (/ekv-admin ready/.test(line)) {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-    }
-    child.once("exit", (code) => reject(new Error(`admin exited ${code}`)))
-  })
-  return child
-}
-
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "ekv-admin-enc-"))
-  passwords = generatePasswords(busUsers(NODES))
-  const configFile = join(dir, "nats.conf")
-  await writeFile(
-    configFile,
-    natsServerConfig({
-      prefix: "ekv",
-      nodes: NODES,
-      password: literalPasswords(passwords),
-      jetstream: { storeDir: join(dir, "js") },
-    }),
-  )
-  await chmod(configFile, 0o600)
-  fixture = await startNats({ configFile })
+  bus = await StandInBus.start({ nodes: NODES, tmpPrefix: "ekv-admin-enc-", jetstream: true })
   world = fresh()
   for (const n of NODES) {
     await standInConsensus(n)
     await standInKeystore(n)
   }
-  operator = await as("operator")
-  admin = await startAdmin()
+  operator = await bus.connectAs("operator")
+  admin = await bus.startAdmin({ EKV_ELECTION_TIMEOUT_MS: "300" })
 })
 
 afterAll(async () => {
-  if (admin !== undefined && admin.exitCode === null) admin.kill("SIGKILL")
   await operator?.close()
   for (const nc of conns) await nc.close()
-  await fixture?.stop()
-  if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  await bus?.stop()
 })
 
 beforeEach(() => {
@@ -807,11 +741,11 @@ describe("ekv encryption history", () => {
         [
           join(root, "services/admin/src/cli/main.ts"),
           "--servers",
-          fixture.servers.join(","),
+          bus.fixture.servers.join(","),
           "--user",
           "operator",
           "--password",
-          passwords.operator ?? "",
+          bus.passwords.operator ?? "",
           ...args,
         ],
         { stdio: ["ignore", "pipe", "pipe"] },
@@ -827,7 +761,7 @@ describe("ekv encryption history", () => {
     const empty = await cli(["encryption", "history"])
     expect(empty.code).toBe(0)
     expect(empty.out).toMatch(/no events/)
-    const ks = await as("keystore-n1")
+    const ks = await bus.connectAs("keystore-n1")
     const jsm = await jetstreamManager(ks)
     await jsm.streams.add({ name: "EKV_EVENTS", subjects: ["ekv.events.>"], storage: "file" })
     const js = jetstream(ks)
@@ -851,7 +785,7 @@ describe("ekv encryption history", () => {
         msgID: encryptionEventMsgId(CLUSTER_ID, "n1", i),
       })
     }
-    const ks2 = await as("keystore-n2")
+    const ks2 = await bus.connectAs("keystore-n2")
     await jetstream(ks2).publish(
       "ekv.events.cluster.n2",
       JSON.stringify({

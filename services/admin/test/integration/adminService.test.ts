@@ -2,18 +2,11 @@
 // nats-server running the §9 permissions, in front of scripted stand-ins for
 // the consensus nodes (their `<p>.internal.<n>.admin.cluster.*` subjects):
 // leader discovery, forwarding, the one retry, NotFound, fan-out, errors.
-import { type ChildProcess, spawn } from "node:child_process"
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises"
-import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
-import { createInterface } from "node:readline"
-import { fileURLToPath } from "node:url"
-import { type NatsFixture, startNats } from "@ekv/test"
-import { connect, type Msg, type NatsConnection } from "@nats-io/transport-node"
+import type { ChildProcess } from "node:child_process"
+import type { NatsConnection } from "@nats-io/transport-node"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
-import { busUsers, generatePasswords, literalPasswords, natsServerConfig } from "../../src/busConfig.ts"
+import { ask as askOver, json, StandInBus } from "./standInBus.ts"
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "../../../..")
 const NODES = ["n1", "n2", "n3"]
 
 type Role = "voter" | "learner"
@@ -28,9 +21,7 @@ interface Cluster {
   onMutator?: (node: string, op: string) => void
 }
 
-let fixture: NatsFixture
-let dir: string
-let passwords: Record<string, string>
+let bus: StandInBus
 let admin: ChildProcess
 let operator: NatsConnection
 const stand: Map<string, NatsConnection> = new Map()
@@ -62,16 +53,9 @@ const statusOf = (node: string) => ({
   })),
 })
 
-const json = (m: Msg): Record<string, unknown> => JSON.parse(new TextDecoder().decode(m.data))
-
 /** A stand-in for node `n`'s consensus internal admin subjects. */
 const standIn = async (node: string) => {
-  const nc = await connect({
-    servers: fixture.servers,
-    user: `consensus-${node}`,
-    pass: passwords[`consensus-${node}`] ?? "",
-    inboxPrefix: `_INBOX.consensus-${node}`,
-  })
+  const nc = await bus.connectAs(`consensus-${node}`)
   nc.subscribe(`ekv.internal.${node}.admin.cluster.*`, {
     callback: (err, msg) => {
       if (err !== null) return
@@ -136,75 +120,20 @@ const standIn = async (node: string) => {
   stand.set(node, nc)
 }
 
-const ask = async (subject: string, body: unknown) => {
-  const m = await operator.request(subject, typeof body === "string" ? body : JSON.stringify(body), {
-    timeout: 10_000,
-  })
-  return { code: m.headers?.get("Nats-Service-Error-Code") ?? "", body: json(m) }
-}
-
-const startAdmin = async (): Promise<ChildProcess> => {
-  const child = spawn(process.execPath, [join(root, "services/admin/src/main.ts")], {
-    env: {
-      ...process.env,
-      NATS_URL: fixture.servers.join(","),
-      NATS_USER: "admin",
-      NATS_PASSWORD: passwords.admin ?? "",
-      EKV_PEERS: "n1,n2",
-      EKV_ADMIN_REQUEST_TIMEOUT_MS: "1000",
-      EKV_ADMIN_STATUS_TIMEOUT_MS: "500",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("admin not ready")), 15_000)
-    for (const s of [child.stdout, child.stderr]) {
-      if (s === null) continue
-      createInterface({ input: s }).on("line", (line) => {
-        if (process.env.EKV_TEST_VERBOSE) console.log(`[admin] ${line}`)
-        if (/ekv-admin ready/.test(line)) {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-    }
-    child.once("exit", (code) => reject(new Error(`admin exited ${code}`)))
-  })
-  return child
-}
+const ask = (subject: string, body: unknown) => askOver(operator, subject, body)
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "ekv-admin-svc-"))
-  passwords = generatePasswords(busUsers(NODES))
-  const configFile = join(dir, "nats.conf")
-  await writeFile(
-    configFile,
-    natsServerConfig({
-      prefix: "ekv",
-      nodes: NODES,
-      password: literalPasswords(passwords),
-      jetstream: false,
-    }),
-  )
-  await chmod(configFile, 0o600)
-  fixture = await startNats({ configFile })
+  bus = await StandInBus.start({ nodes: NODES, tmpPrefix: "ekv-admin-svc-", jetstream: false })
   reset()
   for (const n of NODES) await standIn(n)
-  operator = await connect({
-    servers: fixture.servers,
-    user: "operator",
-    pass: passwords.operator ?? "",
-    inboxPrefix: "_INBOX.operator",
-  })
-  admin = await startAdmin()
+  operator = await bus.connectAs("operator")
+  admin = await bus.startAdmin()
 })
 
 afterAll(async () => {
-  if (admin !== undefined && admin.exitCode === null) admin.kill("SIGKILL")
   await operator?.close()
   for (const nc of stand.values()) await nc.close()
-  await fixture?.stop()
-  if (dir !== undefined) await rm(dir, { recursive: true, force: true })
+  await bus?.stop()
 })
 
 beforeEach(() => reset())
