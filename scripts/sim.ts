@@ -1,5 +1,5 @@
 // Long runs of the Raft simulation (services/consensus/test/sim).
-//   node scripts/sim.ts --seeds 100000 --start 0 [--nodes 3|5] [--steps N]
+//   node scripts/sim.ts --seeds 100000 --start 0 [--nodes 3|5] [--steps N] [--wipes | --no-wipes]
 //   node scripts/sim.ts --seed S --trace      (replay one seed, printing every decision)
 
 import { optionsForSeed, runSeed, type SimOptions } from "../services/consensus/test/sim/cluster.ts"
@@ -22,6 +22,9 @@ const nodes = num("nodes")
 if (nodes !== undefined) over.nodes = nodes
 const steps = num("steps")
 if (steps !== undefined) over.steps = steps
+// Default: about 30% of seeds wipe nodes' data (test/sim/cluster.ts, "Wipes").
+if (args.includes("--wipes")) over.wipes = true
+if (args.includes("--no-wipes")) over.wipes = false
 const trace = args.includes("--trace")
 if (trace) over.trace = true
 
@@ -50,7 +53,7 @@ if (single !== undefined) {
       failures++
       console.log(`FAILED ${r.failure.message.split("\n")[0]}`)
       console.log(
-        `  replay: node scripts/sim.ts --seed ${s}${nodes !== undefined ? ` --nodes ${nodes}` : ""}${steps !== undefined ? ` --steps ${steps}` : ""} --trace`,
+        `  replay: node scripts/sim.ts --seed ${s}${nodes !== undefined ? ` --nodes ${nodes}` : ""}${steps !== undefined ? ` --steps ${steps}` : ""}${over.wipes === undefined ? "" : over.wipes ? " --wipes" : " --no-wipes"} --trace`,
       )
       if (failures >= (num("max-failures") ?? 20)) break
     }

@@ -8,7 +8,7 @@
 //   - the state machine behind the log's snapshot mark, or an unfinished
 //     install → install the snapshot file at the mark (it was made durable
 //     before the mark was written);
-//   - an empty log → ask the peers whether a cluster exists (probeCluster):
+//   - an empty log → ask the other peers whether a cluster exists (probeCluster):
 //     if one does, start empty in the rejoining mode (raft.ts "Rejoining": a
 //     wiped voter must not vote again in a term or found a second cluster);
 //     else bootstrap (this node founds the cluster with EKV_PEERS) or start
@@ -108,7 +108,7 @@ export interface StorageOptions {
   readonly raftDir: string
   readonly stateDir: string
   readonly snapshotDir: string
-  /** Asked only when the log is empty and this node is in `peers`; null = no peer reports a cluster. */
+  /** Asked only when the log is empty; null = no peer reports a cluster. */
   readonly probeCluster?: () => Promise<ClusterEvidence | null>
 }
 
@@ -129,9 +129,10 @@ interface StatusAnswer {
 
 /**
  * Asks every other peer for its cluster status over
- * `<p>.internal.<peer>.admin.cluster.status`; any answer with a cluster_id or a
- * commit index above the bootstrap entry (1) means a cluster exists. An
- * unreachable bus or silent peers give null.
+ * `<p>.internal.<peer>.admin.cluster.status`; any answer with a cluster_id, a
+ * commit index above the bootstrap entry (1) or a term above the bootstrap
+ * term (1: an election has begun, so votes may have been cast) means a cluster
+ * exists. An unreachable bus or silent peers give null.
  */
 export const probeClusterOverNats = async (o: ProbeOptions): Promise<ClusterEvidence | null> => {
   const timeout = o.timeoutMs ?? 2_000
@@ -171,7 +172,7 @@ export const probeClusterOverNats = async (o: ProbeOptions): Promise<ClusterEvid
   for (const a of answers) {
     if (a === null) continue
     term = Math.max(term, a.term)
-    if (found === null && (a.clusterId !== "" || a.commitIndex > 1)) found = { ...a, term: 0 }
+    if (found === null && (a.clusterId !== "" || a.commitIndex > 1 || a.term > 1)) found = { ...a, term: 0 }
   }
   return found === null ? null : { ...found, term }
 }
@@ -232,18 +233,18 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
     let bootstrapped = false
     let rejoinEvidence: ClusterEvidence | null = null
     if (empty && sm.appliedIndex() === 0) {
-      if (o.peers.includes(o.nodeId)) {
-        rejoinEvidence = (await o.probeCluster?.()) ?? null
-        if (rejoinEvidence !== null) {
-          // Lost state in an existing cluster: never bootstrap again, never vote before a leader caught us up.
-          const e = emptyState()
-          persisted = { ...e, hardState: { ...e.hardState, term: rejoinEvidence.term, rejoining: true } }
-          await log.persist({ hardState: persisted.hardState })
-        } else {
-          persisted = bootstrapState(o.peers)
-          bootstrapped = true
-          await log.persist({ hardState: persisted.hardState, entries: persisted.entries.map(toStored) })
-        }
+      // Asked by non-founders too: a wiped node may be a promoted learner (a new
+      // learner loses nothing by rejoining: it does not vote anyway).
+      rejoinEvidence = (await o.probeCluster?.()) ?? null
+      if (rejoinEvidence !== null) {
+        // Lost state in an existing cluster: never bootstrap again, never vote before a leader caught us up.
+        const e = emptyState()
+        persisted = { ...e, hardState: { ...e.hardState, term: rejoinEvidence.term, rejoining: true } }
+        await log.persist({ hardState: persisted.hardState })
+      } else if (o.peers.includes(o.nodeId)) {
+        persisted = bootstrapState(o.peers)
+        bootstrapped = true
+        await log.persist({ hardState: persisted.hardState, entries: persisted.entries.map(toStored) })
       } else persisted = emptyState()
     } else {
       const applied = sm.appliedIndex()

@@ -1,8 +1,21 @@
 // Deterministic simulation of a Raft cluster driving the pure core: a seeded
 // scheduler picks every event (deliver, drop, duplicate, reorder, tick,
 // persist, apply, crash, restart, partition, halt, membership change, leader
-// transfer, snapshot, read), and every safety property is checked after every
-// event. A failure names the seed, the invariant and the recent decisions;
+// transfer, snapshot, read; in some seeds, wiping a node's durable state), and
+// every safety property is checked after every event.
+//
+// Wipes are scoped to what ekv claims (raft.ts "Rejoining", storage.ts,
+// docs/operations.md): one node at a time loses everything and restarts the
+// way storage.ts starts it after asking its peers — rejoining at the highest
+// term the live peers hold when any of them shows a cluster exists (term or
+// commit index above 1), else afresh. A wipe happens only while, in every
+// configuration any node holds (and with no change in flight), the other voters alone can form a quorum and
+// enough of them are live that every quorum the wiped node was part of has a
+// live member besides it (so its votes and acknowledgements are covered by
+// the peers' answers); and no membership change is proposed while a node
+// rejoins (a rejoining voter cannot vote: a configuration that needs it for
+// every quorum would stall). Outside that scope the residual risks of
+// docs/operations.md apply. Within it, every safety check below still holds. A failure names the seed, the invariant and the recent decisions;
 // replaying the seed replays the run exactly.
 
 import { applyConfChangeToState, decodeConfChange } from "../../src/raft/confChange.ts"
@@ -32,6 +45,8 @@ export interface SimOptions {
   readonly trace: boolean
   /** Ticks allowed after healing for a fresh proposal to reach every member. */
   readonly livenessTicks: number
+  /** Some faults wipe a node's durable state (it rejoins, see above). */
+  readonly wipes?: boolean
 }
 
 export class SimFailure extends Error {
@@ -62,6 +77,7 @@ export interface SimStats {
   partitions: number
   proposalsAccepted: number
   barrierRefusals: number
+  wipes: number
 }
 
 /** What survives a crash. */
@@ -204,6 +220,7 @@ export class Simulation {
     partitions: 0,
     proposalsAccepted: 0,
     barrierRefusals: 0,
+    wipes: 0,
   }
 
   constructor(o: SimOptions) {
@@ -220,6 +237,7 @@ export class Simulation {
     this.preVote = !this.rng.chance(0.1)
     this.checkQuorum = !this.rng.chance(0.1)
     const voters = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`)
+    this.founders = voters
     this.nextNodeNo = o.nodes + 1
     for (const id of voters) {
       const s = bootstrapState(voters)
@@ -235,6 +253,8 @@ export class Simulation {
 
   /** A learner to add once the cluster has a leader. */
   private pendingLearner: NodeId | null = null
+  /** EKV_PEERS: the founding voters (a wiped founder may bootstrap with them). */
+  private founders: readonly NodeId[] = []
 
   private addNode(id: NodeId, d: Durable): SimNode {
     const n = new SimNode(id, d)
@@ -344,6 +364,8 @@ export class Simulation {
   }
 
   private chooseFault(): () => void {
+    // (Seeds without wipes draw nothing here, so their schedules are unchanged.)
+    if (this.o.wipes === true && this.rng.chance(0.08)) return () => this.wipe()
     const r = this.rng.next()
     if (r < 0.08) return () => this.crash()
     if (r < 0.14) return () => this.bounce()
@@ -677,6 +699,58 @@ export class Simulation {
     this.start(n)
   }
 
+  /** A node's data dir is wiped; it restarts as storage.ts would start it. */
+  private wipe(): void {
+    const all = [...this.nodes.values()]
+    // One at a time: the previous wiped node must have been caught up first.
+    if (all.some((x) => x.durable.hardState.rejoining === true)) return
+    const n = this.rng.pick(all)
+    const peers = this.live().filter((x) => x !== n)
+    const configs: ReadonlySet<NodeId>[] = []
+    for (const x of all) {
+      if (x.rn !== null) {
+        const log = x.rn.raft.log
+        configs.push(x.rn.raft.config.voters)
+        // A change still in flight may yet take effect: then the scope cannot be judged.
+        for (let i = log.committed + 1; i <= log.lastIndex(); i++)
+          if (log.entry(i)?.type === EntryType.ConfChange) {
+            this.trace(`no wipe: a membership change is in flight on ${x.id}`)
+            return
+          }
+      }
+      configs.push(new Set(x.durable.sm.confState.voters))
+    }
+    const live = new Set(peers.map((x) => x.id))
+    for (const voters of configs) {
+      if (!voters.has(n.id)) continue
+      const others = [...voters].filter((v) => v !== n.id)
+      const maj = Math.floor(voters.size / 2) + 1
+      const liveOthers = others.filter((v) => live.has(v)).length
+      if (others.length < maj || liveOthers <= voters.size - maj) {
+        this.trace(`no wipe of ${n.id}: out of scope for voters {${[...voters].join(",")}}`)
+        return
+      }
+    }
+    let term = 0
+    let exists = false
+    for (const p of peers) {
+      const r = p.rn!.raft
+      term = Math.max(term, r.term)
+      if (r.term > 1 || r.log.committed > 1) exists = true
+    }
+    if (n.rn !== null) this.crashNode(n)
+    const d = n.durable
+    const s = exists || !this.founders.includes(n.id) ? emptyState() : bootstrapState([...this.founders])
+    d.hardState = exists ? { term, vote: null, commit: 0, rejoining: true } : s.hardState
+    d.snapshot = { meta: s.snapshotMeta, data: encoder.encode(JSON.stringify({ hash: 0 })) }
+    d.entries = [...s.entries]
+    d.sm = { applied: 0, hash: 0, confState: emptyCs }
+    this.stats.wipes++
+    this.trace(`wipe ${n.id} → ${exists ? `rejoining at term ${term}` : "fresh start"}`)
+    this.trace(`restart ${n.id}`)
+    this.start(n)
+  }
+
   private partition(): void {
     const ids = [...this.nodes.keys()]
     this.blocked.clear()
@@ -716,6 +790,8 @@ export class Simulation {
   }
 
   private confChange(): void {
+    // (Wipe scope, see the header.)
+    for (const n of this.nodes.values()) if (n.durable.hardState.rejoining === true) return
     const l = this.leader()
     if (l === null) return
     const cfg = l.rn!.raft.config
@@ -957,10 +1033,13 @@ export const runSeed = (
 /** The per-seed shape used by CI and scripts/sim.ts: 3 or 5 voters, sometimes a learner. */
 export const optionsForSeed = (seed: number, over: Partial<SimOptions> = {}): SimOptions => {
   const p = new Prng(seed ^ 0x5bd1e995)
+  const nodes = p.chance(0.5) ? 3 : 5
+  const learner = p.chance(0.3)
   return {
     seed,
-    nodes: p.chance(0.5) ? 3 : 5,
-    learner: p.chance(0.3),
+    nodes,
+    learner,
+    wipes: p.chance(0.3),
     steps: 6000,
     trace: false,
     livenessTicks: 600,

@@ -96,6 +96,18 @@ describe("node storage", () => {
     await s3.log.close()
   })
 
+  it("a node outside EKV_PEERS (a promoted learner, wiped) rejoins too", async () => {
+    const o = { ...(await layout()), nodeId: "n4" }
+    const s = await openStorage({
+      ...o,
+      probeCluster: async () => ({ peer: "n1", clusterId: "", commitIndex: 1, term: 3 }),
+    })
+    expect(s.rejoining).toBe(true)
+    expect(s.persisted.hardState).toEqual({ term: 3, vote: null, commit: 0, rejoining: true })
+    await s.sm.close()
+    await s.log.close()
+  })
+
   it("bootstraps when no peer reports a cluster", async () => {
     const o = await layout()
     const s = await openStorage({ ...o, probeCluster: async () => null })
