@@ -5,7 +5,8 @@
 // Options: --seed N (default: random, printed), --duration 60s|5m|90000 (ms),
 // --faults a,b,... (default: all: kill,pause,partition,keystore,rotate,transfer,member,corrupt),
 // --clients N (4), --groups N (8 groups of 3 keys), --runs N (seeds S, S+1, ...),
-// --out DIR (failing histories and reports; default test/nemesis-runs), --keep.
+// --out DIR (failing histories and reports; default $EKV_NEMESIS_OUT or <tmp>/ekv-nemesis-runs), --keep,
+// --rejoin snapshot|replay (how a wiped node rejoins; default snapshot).
 // Exit code 1 when any run fails; each failing run prints its seed and the saved history.
 import { FAULTS, parseFaults, renderReport, runNemesis } from "../test/src/nemesis/mod.ts"
 
@@ -37,6 +38,7 @@ for (let k = 0; k < runs; k++) {
     groups: Number(opt("groups") ?? 8),
     ...(opt("out") === undefined ? {} : { outDir: opt("out") as string }),
     keep: args.includes("--keep"),
+    rejoin: opt("rejoin") === "replay" ? "replay" : "snapshot",
   })
   console.log(renderReport(r))
   if (r.failures.length > 0) {

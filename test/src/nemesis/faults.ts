@@ -65,6 +65,11 @@ export interface NemesisContext {
   /** Problems seen while injecting or healing (a node that would not restart, ...). */
   readonly findings: string[]
   raftCutover: boolean
+  /**
+   * How a wiped node gets the state back: "snapshot" compacts the leader's log first (it rejoins
+   * through InstallSnapshot); "replay" leaves the log (it replays from index 1).
+   */
+  readonly rejoin: "snapshot" | "replay"
 }
 
 export const note = (ctx: NemesisContext, msg: string): void => {
@@ -105,6 +110,17 @@ const startNoted = async (ctx: NemesisContext, proc: string): Promise<boolean> =
 }
 
 /** Restarts every stopped process of the members (keystore before consensus) and heals every partition. */
+/** Before a node is wiped: with rejoin "snapshot", the leader snapshots and compacts its log. */
+const beforeWipe = async (ctx: NemesisContext): Promise<void> => {
+  if (ctx.rejoin !== "snapshot") return
+  const leader = await currentLeader(ctx.sys)
+  if (leader === null) return
+  const r = await ctx.sys
+    .cluster("snapshot", { node: leader }, 60_000)
+    .catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))
+  note(ctx, `snapshot on ${leader} before the wipe: ${replyText(r)}`)
+}
+
 export const healAll = async (ctx: NemesisContext): Promise<void> => {
   if (ctx.nats.isolated().length > 0) {
     note(ctx, `heal partitions ${ctx.nats.isolated().join(",")}`)
@@ -115,6 +131,7 @@ export const healAll = async (ctx: NemesisContext): Promise<void> => {
     await startNoted(ctx, `consensus-${n}`)
   }
   if (!ctx.sys.isRunning("admin")) await startNoted(ctx, "admin")
+  await repairMembership(ctx)
 }
 
 type Action = (ctx: NemesisContext) => Promise<void>
@@ -155,20 +172,38 @@ const mutation = (ctx: NemesisContext, op: string, body: unknown): Promise<Reply
   ctx.sys.encryption(op, body, 30_000).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))
 
 const keystoreCrash: Action = async (ctx) => {
-  const node = pick(ctx.rng, ctx.sys.nodes)
+  const leader = await currentLeader(ctx.sys)
+  const followers = ctx.sys.nodes.filter((n) => n !== leader)
+  // Mostly a follower's keystore: slowed down, it is still applying the rotation when the leader
+  // answers, so the kill lands inside that apply (checked with the node's applied index).
+  const onFollower = followers.length > 0 && ctx.rng() < 0.7
+  const node = onFollower ? pick(ctx.rng, followers) : pick(ctx.rng, ctx.sys.nodes)
   const proc = `keystore-${node}`
   const purpose = ctx.rng() < 0.5 ? "storage" : "raft"
-  // Slowed down, the keystore spends most of the time inside the apply the rotation dispatches to it.
-  const unthrottle = ctx.sys.throttle(proc, 25, 150)
+  const unthrottle = ctx.sys.throttle(proc, 50, 100)
   note(ctx, `keystore crash: rotate-dek ${purpose} with ${proc} throttled`)
   const p = mutation(ctx, "rotate-dek", { purpose })
-  await sleep(between(ctx.rng, 50, 600))
-  unthrottle()
-  await ctx.sys.kill(proc)
-  note(ctx, `keystore crash: SIGKILL ${proc} during the apply`)
+  let r: Reply<unknown> | Error
+  if (onFollower) {
+    r = await p
+    const h = await ctx.sys.health(node, 1_000).catch(() => undefined)
+    unthrottle()
+    await ctx.sys.kill(proc)
+    const idx = !(r instanceof Error) && r.ok ? (r.value as { index: number }).index : undefined
+    const applied = h?.ok === true ? h.value.applied_index : undefined
+    note(
+      ctx,
+      `keystore crash: SIGKILL ${proc} after the leader applied ${idx ?? "?"} (${node} applied ${applied ?? "?"}${idx !== undefined && applied !== undefined && applied < idx ? ": during its apply" : ""})`,
+    )
+  } else {
+    await sleep(between(ctx.rng, 100, 1_500))
+    unthrottle()
+    await ctx.sys.kill(proc)
+    note(ctx, `keystore crash: SIGKILL ${proc}`)
+    r = await p
+  }
   await sleep(between(ctx.rng, 1_000, 3_000))
   await startNoted(ctx, proc)
-  const r = await p
   ctx.mutations.push(`rotate-dek ${purpose} (keystore ${node} killed): ${replyText(r)}`)
   note(ctx, `keystore crash: rotate-dek -> ${replyText(r)}`)
 }
@@ -209,31 +244,79 @@ const transfer: Action = async (ctx) => {
   note(ctx, `transfer-leader ${leader} -> ${to}: ${replyText(r)}`)
 }
 
+/** Retries a cluster request on errors (Unavailable while a change commits, a learner still catching up). */
+const clusterRetry = async (
+  ctx: NemesisContext,
+  op: string,
+  body: unknown,
+  timeoutMs = 45_000,
+): Promise<Reply<unknown> | Error> => {
+  const t0 = Date.now()
+  for (;;) {
+    const r = await ctx.sys
+      .cluster(op, body, 20_000)
+      .catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))
+    if ((!(r instanceof Error) && r.ok) || Date.now() - t0 > timeoutMs) return r
+    await sleep(1_000)
+  }
+}
+
+/** Every node of the system a voter again (after a membership change that did not finish). */
+export const repairMembership = async (ctx: NemesisContext): Promise<void> => {
+  const s = await ctx.sys.status(5_000).catch(() => undefined)
+  if (s?.ok !== true) return
+  for (const n of ctx.sys.nodes) {
+    const m = s.value.members.find((x) => x.node === n)
+    if (m?.role === "voter") continue
+    if (m === undefined) {
+      const r = await clusterRetry(ctx, "add-learner", { node: n })
+      note(ctx, `repair: add-learner ${n}: ${replyText(r)}`)
+      await ctx.sys.waitForHealthy(n, 60_000).catch(() => undefined)
+    }
+    const r = await clusterRetry(ctx, "promote", { node: n })
+    note(ctx, `repair: promote ${n}: ${replyText(r)}`)
+    if (r instanceof Error || !r.ok) ctx.findings.push(`membership repair: promote ${n}: ${replyText(r)}`)
+  }
+}
+
+/** True when every node is a voter and reports health ok. */
+const fullCluster = async (ctx: NemesisContext): Promise<boolean> => {
+  const s = await ctx.sys.status(5_000).catch(() => undefined)
+  if (s?.ok !== true) return false
+  const voters = s.value.members.filter((m) => m.role === "voter").map((m) => m.node)
+  return ctx.sys.nodes.every((n) => voters.includes(n))
+}
+
 const member: Action = async (ctx) => {
+  if (!(await fullCluster(ctx))) {
+    note(ctx, "member: cluster not at full membership; skipped")
+    return
+  }
   const leader = await currentLeader(ctx.sys)
   const node = pick(
     ctx.rng,
     ctx.sys.nodes.filter((n) => n !== leader),
   )
-  const step = async (what: string, f: () => Promise<Reply<unknown>>): Promise<boolean> => {
-    const r = await f().catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))
+  const failed = (what: string, r: Reply<unknown> | Error): boolean => {
     note(ctx, `member: ${what}: ${replyText(r)}`)
     if (r instanceof Error || !r.ok) {
       ctx.findings.push(`membership change: ${what} failed: ${replyText(r)}`)
-      return false
+      return true
     }
-    return true
+    return false
   }
-  if (!(await step(`remove ${node}`, () => ctx.sys.cluster("remove", { node }, 30_000)))) return
+  if (failed(`remove ${node}`, await clusterRetry(ctx, "remove", { node }, 20_000))) return
   await ctx.sys.killNode(node)
+  await beforeWipe(ctx)
   await ctx.sys.wipeNode(node)
-  if (!(await step(`add-learner ${node}`, () => ctx.sys.cluster("add-learner", { node }, 30_000)))) return
+  // The learner's keystore must answer capability before add-learner (the encryption gate).
   await startNoted(ctx, `keystore-${node}`)
+  if (failed(`add-learner ${node}`, await clusterRetry(ctx, "add-learner", { node }))) return
   await startNoted(ctx, `consensus-${node}`)
   await ctx.sys.waitForHealthy(node, 60_000).catch((e: unknown) => {
     ctx.findings.push(`membership change: learner ${node} not healthy: ${String(e)}`)
   })
-  await step(`promote ${node}`, () => ctx.sys.cluster("promote", { node }, 30_000))
+  failed(`promote ${node}`, await clusterRetry(ctx, "promote", { node }))
 }
 
 const levelFiles = async (dir: string): Promise<{ path: string; size: number }[]> => {
@@ -269,6 +352,11 @@ const flipBytes = async (rng: () => number, file: string, size: number, count: n
 const REFUSAL = /refusing to start: (\w+)/
 
 const corrupt: Action = async (ctx) => {
+  // Corrupting (and then wiping) a voter is only safe while the other two form a quorum.
+  if (!(await fullCluster(ctx))) {
+    note(ctx, "corrupt: cluster not at full membership; skipped")
+    return
+  }
   const leader = await currentLeader(ctx.sys)
   const node = pick(
     ctx.rng,
@@ -330,6 +418,7 @@ const corrupt: Action = async (ctx) => {
     return
   }
   await ctx.sys.killNode(node)
+  await beforeWipe(ctx)
   await ctx.sys.wipeNode(node)
   note(ctx, `corrupt: wiped ${node}; it rejoins`)
   await startNoted(ctx, `keystore-${node}`)

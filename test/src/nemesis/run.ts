@@ -14,6 +14,7 @@
 // loadHistory + checkHistory) and a report next to it; the system's directory
 // (data, logs) is kept.
 import { mkdir, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { firstMutator, halts } from "../lifecycle.ts"
 import {
@@ -24,7 +25,6 @@ import {
   saveHistory,
   seededRandom,
 } from "../linearizability/mod.ts"
-import { REPO_ROOT } from "../processCluster.ts"
 import { sleep } from "../system.ts"
 import { auditStoppedSystem } from "./checks.ts"
 import {
@@ -48,10 +48,12 @@ export interface NemesisOptions {
   readonly groups?: number
   /** Quiet time after each healed fault (ms range). */
   readonly quietMs?: readonly [number, number]
-  /** Where failing histories and reports go (default `<repo>/test/nemesis-runs`). */
+  /** Where failing histories and reports go (default `$EKV_NEMESIS_OUT`, else `<tmp>/ekv-nemesis-runs`). */
   readonly outDir?: string
   /** Keep the system directory even when the run passes. */
   readonly keep?: boolean
+  /** How wiped nodes (corrupt, member) rejoin (default "snapshot"; see NemesisContext.rejoin). */
+  readonly rejoin?: "snapshot" | "replay"
   /** Budget of the linearizability search. */
   readonly checkTimeoutMs?: number
 }
@@ -101,7 +103,10 @@ const errText = (e: unknown) => (e instanceof Error ? e.message : String(e))
 export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
   const t0 = performance.now()
   const rng = seededRandom(o.seed)
-  const { sys, nats } = await startNemesisSystem({ name: `nemesis-${o.seed}`, keep: o.keep })
+  const { sys, nats } = await startNemesisSystem({
+    name: `nemesis-${o.seed}`,
+    ...(o.keep === true ? { keep: true } : {}),
+  })
   const ctx: NemesisContext = {
     sys,
     nats,
@@ -112,6 +117,7 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     corruptions: [],
     findings: [],
     raftCutover: false,
+    rejoin: o.rejoin ?? "snapshot",
   }
   const failures: string[] = []
   const rec = new HistoryRecorder()
@@ -243,7 +249,7 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
   }
   if (failures.length > 0) {
     sys.markFailed()
-    const dir = o.outDir ?? join(REPO_ROOT, "test", "nemesis-runs")
+    const dir = o.outDir ?? process.env.EKV_NEMESIS_OUT ?? join(tmpdir(), "ekv-nemesis-runs")
     await mkdir(dir, { recursive: true })
     const stamp = new Date().toISOString().replace(/[:.]/g, "-")
     const historyFile = join(dir, `nemesis-${o.seed}-${stamp}.history.json`)
