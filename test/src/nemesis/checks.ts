@@ -41,6 +41,8 @@ export interface NodeState {
 
 export interface AuditResult {
   readonly failures: string[]
+  /** Damage found on nodes whose files the nemesis corrupted and that started anyway. */
+  readonly tolerated: string[]
   readonly states: NodeState[]
   readonly envelopes: number
   readonly opened: number
@@ -84,8 +86,13 @@ const latestOf = (versions: readonly StoredVersion[]): Map<string, StoredVersion
 }
 
 /** Runs every at-rest check on the stopped system; returns the failures. */
-export const auditStoppedSystem = async (sys: EkvSystem, nodes: readonly string[]): Promise<AuditResult> => {
+export const auditStoppedSystem = async (
+  sys: EkvSystem,
+  nodes: readonly string[],
+  corrupted: ReadonlySet<string> = new Set(),
+): Promise<AuditResult> => {
   const failures: string[] = []
+  const tolerated: string[] = []
   const states: NodeState[] = []
   let opened = 0
   for (const node of nodes) {
@@ -100,7 +107,7 @@ export const auditStoppedSystem = async (sys: EkvSystem, nodes: readonly string[
       }
       const r = openStorageValue(v.payload, ring, storageKeyOf(v.key, v.index))
       if (Result.isFailure(r)) {
-        failures.push(
+        ;(corrupted.has(node) ? tolerated : failures).push(
           `${node} ${where} ${JSON.stringify(v.key)}@${v.index}: storage envelope does not open: ${r.failure._tag}: ${r.failure.message}`,
         )
         return "?"
@@ -129,7 +136,9 @@ export const auditStoppedSystem = async (sys: EkvSystem, nodes: readonly string[
       if (e.type !== 0 || e.data[0] !== 0x06) continue
       const r = openRaft(e.data.subarray(1), ring)
       if (Result.isFailure(r))
-        failures.push(`${node} raft-log #${e.index}: raft envelope does not open: ${r.failure._tag}`)
+        (corrupted.has(node) ? tolerated : failures).push(
+          `${node} raft-log #${e.index}: raft envelope does not open: ${r.failure._tag}`,
+        )
       else opened++
     }
     states.push({ node, applied: await stateAppliedIndex(sys.stateDir(node)).catch(() => -1), latest })
@@ -165,8 +174,12 @@ export const auditStoppedSystem = async (sys: EkvSystem, nodes: readonly string[
   })
   if (col !== undefined) {
     for (const m of col.malformed.slice(0, 10)) failures.push(`malformed envelope: ${m}`)
-    const reuse = checkNonceReuse(col.envelopes)
+    // A bit flipped in a corrupted node's copy of an envelope is "the same nonce, other bytes" too.
+    const all = checkNonceReuse(col.envelopes)
+    const damage = all.filter((x) => x.first.node === x.second.node && corrupted.has(x.first.node))
+    const reuse = all.filter((x) => !damage.includes(x))
     if (reuse.length > 0) failures.push(`(key_id, nonce) reused:\n${describeReuse(reuse)}`)
+    if (damage.length > 0) tolerated.push(`damaged copies on a corrupted node:\n${describeReuse(damage)}`)
   }
 
   // Registry rows and sidecars.
@@ -181,5 +194,5 @@ export const auditStoppedSystem = async (sys: EkvSystem, nodes: readonly string[
   for (let i = 1; i < nodes.length; i++)
     if (rep[i] !== rep[0]) failures.push(`sidecars differ: ${nodes[0]} ${rep[0]} vs ${nodes[i]} ${rep[i]}`)
 
-  return { failures, states, envelopes: col?.envelopes.length ?? 0, opened }
+  return { failures, tolerated, states, envelopes: col?.envelopes.length ?? 0, opened }
 }

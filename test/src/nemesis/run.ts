@@ -211,8 +211,13 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     await sys.kill("admin")
     for (const n of sys.nodes) await sys.kill(`consensus-${n}`)
     for (const n of sys.nodes) await sys.kill(`keystore-${n}`)
-    const audit = await auditStoppedSystem(sys, sys.nodes)
+    // Nodes that started on corrupted files (LevelDB did not notice) are audited too; damage
+    // found in their copies is reported as a finding (it fails to open: never served as data).
+    const kept = new Set(ctx.corruptions.filter((c) => c.reaction.startsWith("started")).map((c) => c.node))
+    const audit = await auditStoppedSystem(sys, sys.nodes, kept)
     failures.push(...audit.failures)
+    for (const t of audit.tolerated)
+      ctx.findings.push(`undetected corruption (fails to open, not served as data): ${t}`)
     opened = audit.opened
     envelopes = audit.envelopes
 
