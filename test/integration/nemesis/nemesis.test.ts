@@ -1,4 +1,4 @@
-// CI-sized nemesis runs (docs/reliability.md): two fixed seeds against a real
+// CI-sized nemesis runs (docs/reliability.md): three fixed seeds against a real
 // three-node system on a three-server NATS cluster, each with its own fault
 // mix, every fault of the mix at least once. Each run checks linearizability
 // (with a final read of every key), no halted node after healing, identical
@@ -15,6 +15,7 @@ const DURATION_MS = Number(process.env.EKV_NEMESIS_CI_MS ?? 30_000)
 const RUNS: { seed: number; faults: FaultName[] }[] = [
   { seed: 1001, faults: ["kill", "pause", "partition", "keystore"] },
   { seed: 2002, faults: ["rotate", "corrupt", "member", "transfer"] },
+  { seed: 3003, faults: ["partition", "keystore", "rotate", "corrupt", "kill"] },
 ]
 
 describe("nemesis (CI-sized)", () => {
