@@ -7,7 +7,9 @@
 // --clients N (4), --groups N (8 groups of 3 keys), --runs N (seeds S, S+1, ...),
 // --out DIR (failing histories and reports; default $EKV_NEMESIS_OUT or <tmp>/ekv-nemesis-runs), --keep,
 // --rejoin snapshot|replay (how a wiped node rejoins; default snapshot).
+// `--replay FILE` checks a saved history again.
 // Exit code 1 when any run fails; each failing run prints its seed and the saved history.
+import { checkHistory, loadHistory, renderResult } from "../test/src/linearizability/mod.ts"
 import { FAULTS, parseFaults, renderReport, runNemesis } from "../test/src/nemesis/mod.ts"
 
 const args = process.argv.slice(2)
@@ -20,6 +22,14 @@ const duration = (s: string): number => {
   if (m === null) throw new Error(`bad duration ${s}`)
   const n = Number(m[1])
   return Math.round(n * ({ ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[m[2] ?? "ms"] ?? 1))
+}
+
+// --replay FILE: check a saved history again (no system is started).
+const replay = opt("replay")
+if (replay !== undefined) {
+  const r = checkHistory(await loadHistory(replay), { timeoutMs: 120_000 })
+  console.log(renderResult(r))
+  process.exit(r.verdict === "illegal" ? 1 : 0)
 }
 
 const seed0 = Number(opt("seed") ?? Math.floor(Math.random() * 2 ** 31))

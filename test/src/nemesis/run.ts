@@ -240,7 +240,7 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     faults: o.faults,
     durationMs: o.durationMs,
     elapsedMs: performance.now() - t0,
-    ops: workload === undefined ? countOps(rec) : countOps(rec),
+    ops: countOps(rec),
     verdict,
     failures,
     timeline: ctx.timeline,
