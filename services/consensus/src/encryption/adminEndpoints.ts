@@ -310,6 +310,7 @@ export class EncryptionHandlers {
       }
       const h = this.c.sealer.prepare === undefined ? null : await this.c.sealer.prepare()
       if (h !== null) throw new Error(h.message)
+      await this.untilSealingUnderActiveStorageDek()
       const next = this.c.sealer.seal(v.key, v.version, value)
       await node.store.rewriteInPlace(v.key, v.version, next, {
         expected: encodeStoredValue(v.header.encryptionState, v.payload),
@@ -322,6 +323,25 @@ export class EncryptionHandlers {
     }
     log.info("rewrite done", { versions: todo.length, skipped, bytes, ms: Date.now() - t0 })
     this.rewriteProgress = { done: true, progress: 1 }
+  }
+
+  /**
+   * Rewrite re-seals under the ACTIVE storage DEK only. Right after a rotation
+   * this node may still seal under the previous DEK until its own registration
+   * of the new one commits (SPEC §6); re-sealing then would only move versions
+   * from one old DEK to another, so wait (bounded) until the active one is usable.
+   */
+  private async untilSealingUnderActiveStorageDek(timeoutMs = 60_000): Promise<void> {
+    const session = this.c.rt.session
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const active = this.c.rt.state.active.storage
+      const k = session.sealingKey("storage")
+      if (typeof k === "object" && k.keyId === active) return
+      if (Date.now() > deadline)
+        throw new Error(`this node cannot seal under the active storage DEK ${active} (not registered yet)`)
+      await session.changed(250)
+    }
   }
 
   logEntries(after: number): typeof LogEntriesReply.Type {
