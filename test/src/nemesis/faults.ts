@@ -70,6 +70,10 @@ export interface NemesisContext {
    * through InstallSnapshot); "replay" leaves the log (it replays from index 1).
    */
   readonly rejoin: "snapshot" | "replay"
+  /** Processes whose next non-SIGKILL exit is expected (a refusal the nemesis provoked). */
+  readonly expectedExits: Set<string>
+  /** Processes that exited by themselves (not SIGKILLed by the nemesis), with their log tails. */
+  readonly crashes: string[]
 }
 
 export const note = (ctx: NemesisContext, msg: string): void => {
@@ -97,6 +101,16 @@ const replyText = (r: Reply<unknown> | Error): string =>
 /** Starts a process, noting (not throwing) a failure to become ready. */
 const startNoted = async (ctx: NemesisContext, proc: string): Promise<boolean> => {
   if (ctx.sys.isRunning(proc)) return true
+  // The nemesis stops processes only with SIGKILL: any other exit is a crash (or a refusal it provoked).
+  const log = await ctx.sys.readLog(proc)
+  const exits = [...log.matchAll(/##### (\S+) \S+ exited code=(\S+) signal=(\S+)/g)]
+  const last = exits[exits.length - 1]
+  if (last !== undefined && last[3] !== "SIGKILL" && !ctx.expectedExits.delete(proc)) {
+    const at = log.lastIndexOf(last[0])
+    const msg = `${proc} exited by itself at ${last[1]} (code ${last[2]}, signal ${last[3]}); log before: ${log.slice(Math.max(0, at - 2_500), at).replace(/\n/g, " | ")}`
+    ctx.crashes.push(msg)
+    note(ctx, `${proc} exited by itself (code ${last[2]}, signal ${last[3]})`)
+  }
   try {
     await ctx.sys.start(proc, { timeoutMs: 60_000 })
     note(ctx, `started ${proc}`)
@@ -390,6 +404,7 @@ const corrupt: Action = async (ctx) => {
     const tail = (await ctx.sys.readLog(proc)).slice(-4_000)
     const code = REFUSAL.exec(tail)?.[1] ?? "unknown"
     reaction = `refused: ${code}`
+    ctx.expectedExits.add(proc)
     acceptable = code === "CorruptLog"
     if (!acceptable) reaction += ` (log: ${tail.split("\n").slice(-6).join(" | ").slice(0, 600)})`
   } else {

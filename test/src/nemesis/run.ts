@@ -54,7 +54,7 @@ export interface NemesisOptions {
   readonly keep?: boolean
   /** How wiped nodes (corrupt, member) rejoin (default "snapshot"; see NemesisContext.rejoin). */
   readonly rejoin?: "snapshot" | "replay"
-  /** Budget of the linearizability search. */
+  /** Budget of the linearizability search (default: the fault time, 30 s to 10 min). */
   readonly checkTimeoutMs?: number
 }
 
@@ -118,6 +118,8 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     findings: [],
     raftCutover: false,
     rejoin: o.rejoin ?? "snapshot",
+    expectedExits: new Set(),
+    crashes: [],
   }
   const failures: string[] = []
   const rec = new HistoryRecorder()
@@ -221,12 +223,15 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     opened = audit.opened
     envelopes = audit.envelopes
 
-    const r = checkHistory(rec.history(), { timeoutMs: o.checkTimeoutMs ?? 30_000 })
+    const r = checkHistory(rec.history(), {
+      timeoutMs: o.checkTimeoutMs ?? Math.max(30_000, Math.min(o.durationMs, 600_000)),
+    })
     verdict = r.verdict
     checkSummary = renderResult(r)
     if (r.verdict === "illegal") failures.push(`history not linearizable:\n${checkSummary}`)
     if (r.verdict === "unknown")
       ctx.findings.push(`linearizability search budget exhausted (verdict unknown)`)
+    for (const c of ctx.crashes) failures.push(`process crash: ${c}`)
     for (const c of ctx.corruptions)
       if (!c.acceptable) failures.push(`corruption of ${c.node} (${c.damage}) not detected: ${c.reaction}`)
   } catch (e) {
