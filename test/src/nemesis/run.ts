@@ -210,13 +210,18 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
       .waitForApplied(commit, sys.nodes, 90_000)
       .catch((e: unknown) => failures.push(`replicas did not catch up: ${errText(e)}`))
     for (const h of await halts(sys)) failures.push(`halted at the end: ${h}`)
+    // A node whose consensus is down at the end (it crashed: a failure already) is not audited:
+    // opening its damaged LevelDB files can abort this process (LevelDB assertions).
+    const up = sys.nodes.filter((n) => sys.isRunning(`consensus-${n}`))
+    for (const n of sys.nodes)
+      if (!up.includes(n)) failures.push(`consensus-${n} not running at the end; its files were not audited`)
     await sys.kill("admin")
     for (const n of sys.nodes) await sys.kill(`consensus-${n}`)
     for (const n of sys.nodes) await sys.kill(`keystore-${n}`)
     // Nodes that started on corrupted files (LevelDB did not notice) are audited too; damage
     // found in their copies is reported as a finding (it fails to open: never served as data).
     const kept = new Set(ctx.corruptions.filter((c) => c.reaction.startsWith("started")).map((c) => c.node))
-    const audit = await auditStoppedSystem(sys, sys.nodes, kept)
+    const audit = await auditStoppedSystem(sys, up, kept)
     failures.push(...audit.failures)
     for (const t of audit.tolerated)
       ctx.findings.push(`undetected corruption (fails to open, not served as data): ${t}`)
