@@ -90,17 +90,39 @@ export interface ClusterEvidence {
   readonly term: number
 }
 
-const isLocked = (e: unknown): boolean => {
+/** Whether `e` or any of its causes matches. */
+const causedBy = (e: unknown, match: (o: { code?: unknown; _tag?: unknown }) => boolean): boolean => {
   const seen = new Set<unknown>()
   let cur: unknown = e
   while (cur !== undefined && cur !== null && !seen.has(cur)) {
     seen.add(cur)
     const o = cur as { code?: unknown; _tag?: unknown; cause?: unknown }
-    if (o.code === "LEVEL_LOCKED" || o._tag === "StoreLocked") return true
+    if (match(o)) return true
     cur = o.cause
   }
   return false
 }
+
+const isLocked = (e: unknown): boolean =>
+  causedBy(e, (o) => o.code === "LEVEL_LOCKED" || o._tag === "StoreLocked")
+
+/**
+ * LevelDB refusing its own files (a damaged or truncated table, a bad manifest) or the
+ * state machine's records failing their format: a checksum or schema failure of this
+ * node's consensus data, refused as `CorruptLog` (SPEC §7) rather than a crash.
+ */
+const isDamaged = (e: unknown): boolean =>
+  causedBy(
+    e,
+    (o) =>
+      o.code === "LEVEL_CORRUPTION" ||
+      o.code === "LEVEL_IO_ERROR" ||
+      o._tag === "StorageIoError" ||
+      o._tag === "CorruptRecord" ||
+      o._tag === "UnsupportedStoreFormat",
+  )
+
+const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
 export interface StorageOptions {
   readonly nodeId: string
@@ -187,6 +209,7 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.raftDir} is locked by another process`)
     if (e instanceof CorruptLog)
       throw new RefuseStart("CorruptLog", `Raft log at ${o.raftDir}: ${e.reason} (index ${e.index ?? "-"})`)
+    if (isDamaged(e)) throw new RefuseStart("CorruptLog", `Raft log at ${o.raftDir}: ${describe(e)}`)
     throw e
   }
   const { store: log, log: loaded } = opened
@@ -196,6 +219,7 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
   } catch (e) {
     await log.close()
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.stateDir} is locked by another process`)
+    if (isDamaged(e)) throw new RefuseStart("CorruptLog", `state machine at ${o.stateDir}: ${describe(e)}`)
     throw e
   }
   try {

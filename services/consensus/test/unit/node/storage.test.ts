@@ -117,6 +117,36 @@ describe("node storage", () => {
     await s.log.close()
   })
 
+  it("refuses with CorruptLog when LevelDB rejects a damaged table of the state machine or the Raft log", async () => {
+    for (const which of ["state", "raft"] as const) {
+      const o = await layout()
+      const s = await openStorage(o)
+      const a = applierOf(s)
+      const entries = Array.from({ length: 399 }, (_, k) => put(k + 2, `key-${k + 2}-${"x".repeat(200)}`))
+      await s.log.persist({ entries: entries.map(toStored) })
+      for (const e of entries) await a.apply([e])
+      await s.sm.close()
+      await s.log.close()
+      // Reopening turns each write-ahead log into a table file; then truncate that table.
+      const again = await openStorage(o)
+      await again.sm.close()
+      await again.log.close()
+      const dir = which === "state" ? path.join(o.stateDir, "db") : o.raftDir
+      const tables = (await fs.readdir(dir)).filter((f) => f.endsWith(".ldb"))
+      expect(tables.length, `${which} has table files`).toBeGreaterThan(0)
+      for (const t of tables) {
+        const f = path.join(dir, t)
+        await fs.truncate(f, Math.floor((await fs.stat(f)).size / 2))
+      }
+      const r = await openStorage(o).then(
+        (x) => x,
+        (e: unknown) => e,
+      )
+      expect(r, which).toBeInstanceOf(RefuseStart)
+      expect(r, which).toMatchObject({ code: "CorruptLog" })
+    }
+  })
+
   it("refuses a second opener with DataDirLocked", async () => {
     const o = await layout()
     const s = await openStorage(o)
