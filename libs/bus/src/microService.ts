@@ -26,6 +26,12 @@ export interface Endpoint<R> {
   readonly queue?: string | undefined
   readonly metadata?: Record<string, string> | undefined
   readonly process: Process<R>
+  /**
+   * Looked at before the message is decoded: returns true when it has passed the
+   * message on (e.g. republished it to the node that answers it, with the
+   * requester's reply subject), so this endpoint sends no reply of its own.
+   */
+  readonly route?: ((msg: Msg) => boolean) | undefined
 }
 
 export interface EndpointSpec<Req, Rep, R> extends HandlerSpec<Req, Rep, R> {
@@ -33,6 +39,7 @@ export interface EndpointSpec<Req, Rep, R> extends HandlerSpec<Req, Rep, R> {
   readonly subject: string
   readonly queue?: string | undefined
   readonly metadata?: Record<string, string> | undefined
+  readonly route?: ((msg: Msg) => boolean) | undefined
 }
 
 /** Declares an endpoint; `request`/`reply` are schemas (strict JSON) or custom codecs. */
@@ -42,6 +49,7 @@ export const endpoint = <Req, Rep, R = never>(spec: EndpointSpec<Req, Rep, R>): 
   queue: spec.queue,
   metadata: spec.metadata,
   process: makeProcess(spec.name, spec),
+  route: spec.route,
 })
 
 export interface MicroServiceSpec<R> extends DispatchOptions {
@@ -52,6 +60,16 @@ export interface MicroServiceSpec<R> extends DispatchOptions {
   readonly queue?: string | undefined
   readonly metadata?: Record<string, string> | undefined
   readonly endpoints: ReadonlyArray<Endpoint<R>>
+}
+
+/** Whether the endpoint's router passed `msg` on; a router that throws routes nothing. */
+const routed = <R>(ep: Endpoint<R>, msg: Msg): boolean => {
+  if (ep.route === undefined) return false
+  try {
+    return ep.route(msg)
+  } catch {
+    return false
+  }
 }
 
 /** The service could not be registered (invalid name/subject, closed connection). */
@@ -90,7 +108,10 @@ export const serveMicro = <R = never>(
                 ...(ep.metadata === undefined ? {} : { metadata: ep.metadata }),
                 handler: (err, msg) => {
                   // `err` only reports the subscription closing; the service stops itself then.
-                  if (err === null) dispatcher.dispatch(ep.name, ep.process, msg as unknown as Msg)
+                  if (err !== null) return
+                  const m = msg as unknown as Msg
+                  if (routed(ep, m)) return
+                  dispatcher.dispatch(ep.name, ep.process, m)
                 },
               })
             }

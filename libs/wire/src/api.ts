@@ -3,14 +3,15 @@
 import { Result } from "effect"
 import * as A from "./admin.ts"
 import * as K from "./kv.ts"
+import * as F from "./kvFastCodec.ts"
 import * as N from "./node.ts"
 import { checkFullNodeId, checkWriterIds, makeEndpoint } from "./requestDecoder.ts"
 
 export const kvApi = {
-  put: makeEndpoint(K.KvPutRequest, K.KvPutReply),
-  get: makeEndpoint(K.KvGetRequest, K.KvGetReply),
-  delete: makeEndpoint(K.KvDeleteRequest, K.KvDeleteReply),
-  batch: makeEndpoint(K.KvBatchRequest, K.KvBatchReply),
+  put: makeEndpoint(K.KvPutRequest, K.KvPutReply, { fast: F.fastPutRequest, fastReply: F.fastIndexReply }),
+  get: makeEndpoint(K.KvGetRequest, K.KvGetReply, { fast: F.fastGetRequest, fastReply: F.fastGetReply }),
+  delete: makeEndpoint(K.KvDeleteRequest, K.KvDeleteReply, { fast: F.fastDeleteRequest }),
+  batch: makeEndpoint(K.KvBatchRequest, K.KvBatchReply, { fastReply: F.fastIndexReply }),
   scan: makeEndpoint(K.KvScanRequest, K.KvScanReply),
 }
 

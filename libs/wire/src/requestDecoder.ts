@@ -24,6 +24,17 @@ export type WireSchema = Schema.ConstraintCodec<unknown, unknown, never, never>
 export interface DecodeOptions<A> {
   /** Runs after the schema and epoch checks (e.g. `checkWriterIds`). */
   readonly check?: (value: A) => Result.Result<void, InvalidArgument>
+  /**
+   * A hand-written decoder of the common valid shapes (`kvFastCodec.ts`): its
+   * value is used as is; `undefined` sends the body through the schema. It must
+   * accept nothing the schema (with `check`) rejects.
+   */
+  readonly fast?: (json: unknown) => A | undefined
+}
+
+export interface EndpointOptions<Req, Rep> extends DecodeOptions<Req> {
+  /** Encodes the common reply shapes exactly as the schema would; `undefined` falls back to it. */
+  readonly fastReply?: (value: Rep) => string | undefined
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false })
@@ -127,7 +138,12 @@ const parseJson = (bytes: Uint8Array): Result.Result<unknown, InvalidArgument> =
 export const decodeRequestValue = <S extends WireSchema>(schema: S, options?: DecodeOptions<S["Type"]>) => {
   const decode = Schema.decodeUnknownResult(schema, parseOptions)
   const check = options?.check
+  const fast = options?.fast
   return (json: unknown): Result.Result<S["Type"], RequestError> => {
+    if (fast !== undefined) {
+      const value = fast(json)
+      if (value !== undefined) return Result.succeed(value)
+    }
     // Every message of the contract is a JSON object; a Struct whose fields
     // are all optional would otherwise accept an array or a string.
     if (typeof json !== "object" || json === null || Array.isArray(json)) {
@@ -172,9 +188,12 @@ export const decodeRequest = <S extends WireSchema>(schema: S, options?: DecodeO
  * does not satisfy `schema` is a bug and throws (the service adapter turns it
  * into `Internal`).
  */
-export const encodeJson = <S extends WireSchema>(schema: S) => {
+export const encodeJson = <S extends WireSchema>(
+  schema: S,
+  fast?: (value: S["Type"]) => string | undefined,
+) => {
   const encode = Schema.encodeSync(schema, parseOptions)
-  return (value: S["Type"]): Uint8Array => utf8Encoder.encode(JSON.stringify(encode(value)))
+  return (value: S["Type"]): Uint8Array => utf8Encoder.encode(fast?.(value) ?? JSON.stringify(encode(value)))
 }
 
 const decodeErrorBodyBytes = decodeRequest(ErrorBody)
@@ -244,12 +263,12 @@ export interface Endpoint<Req extends WireSchema, Rep extends WireSchema> {
 export const makeEndpoint = <Req extends WireSchema, Rep extends WireSchema>(
   request: Req,
   reply: Rep,
-  options?: DecodeOptions<Req["Type"]>,
+  options?: EndpointOptions<Req["Type"], Rep["Type"]>,
 ): Endpoint<Req, Rep> => ({
   request,
   reply,
   decodeRequest: decodeRequest(request, options),
   encodeRequest: encodeJson(request),
   decodeReply: decodeRequest(reply),
-  encodeReply: encodeJson(reply),
+  encodeReply: encodeJson(reply, options?.fastReply),
 })

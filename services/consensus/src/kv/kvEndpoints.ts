@@ -1,8 +1,10 @@
 // The key-value API of CONTRACT §2: micro service `ekv-kv` (queue group
 // `ekv-kv`) on `<p>.kv.put|get|delete|batch|scan`, served by every node.
-// Writes and linearizable reads run on the leader: a follower forwards them
-// over `<p>.internal.<leader>.admin.kv.<op>` (same JSON shapes), which the
-// leader serves without forwarding again. Writes are acknowledged after
+// Writes and linearizable reads run on the leader: a follower that knows the
+// leader republishes the request as it came (not decoded) to
+// `<p>.internal.<leader>.admin.kv.<op>` with the requester's reply subject, so
+// the leader answers the requester directly and never forwards again; a
+// follower that knows no leader answers itself (InvalidArgument or NoLeader). Writes are acknowledged after
 // commit and apply on the leader; reads are linearizable through ReadIndex
 // unless `serializable` (local state).
 import { endpoint, type Nats, serveMicro, serveSubject } from "@ekv/bus"
@@ -22,7 +24,7 @@ import {
   subjects,
   Tag,
 } from "@ekv/wire"
-import type { NatsConnection } from "@nats-io/transport-node"
+import type { Msg, NatsConnection } from "@nats-io/transport-node"
 import { Effect, Result } from "effect"
 import type { EntryOutcome } from "../fsm/applier.ts"
 import { OpenFailure, type ValueSealer } from "../fsm/valueSealer.ts"
@@ -234,6 +236,39 @@ export class KvHandlers {
 
 const OPS: readonly KvOpName[] = ["put", "get", "delete", "batch", "scan"]
 
+/** Whether a request must be answered by the leader (writes; reads unless serializable). */
+const needsLeader = (op: KvOpName, data: Uint8Array): boolean => {
+  if (op === "put" || op === "delete" || op === "batch") return true
+  // A malformed body is answered here (InvalidArgument); `JSON.parse` throws and the router declines.
+  const body = JSON.parse(textDecoder.decode(data)) as { consistency?: unknown } | null
+  return body?.consistency !== "serializable"
+}
+
+const textDecoder = new TextDecoder()
+
+/**
+ * The follower's router: passes a leader-bound request on to the known leader
+ * with the requester's reply subject, so one hop and no decoding here.
+ */
+const forwardToLeader = (c: KvContext, op: KvOpName) => {
+  const subjectOf = new Map<string, string>()
+  return (msg: Msg): boolean => {
+    const leader = c.node.leader
+    if (leader === null || leader === c.node.id || msg.reply === undefined || msg.reply === "") return false
+    if (!needsLeader(op, msg.data)) return false
+    let subject = subjectOf.get(leader)
+    if (subject === undefined) {
+      subject = internalAdminSubject(c.prefix, leader, "kv", op)
+      subjectOf.set(leader, subject)
+    }
+    c.nc.publish(subject, msg.data, {
+      reply: msg.reply,
+      ...(msg.headers === undefined ? {} : { headers: msg.headers }),
+    })
+    return true
+  }
+}
+
 /** Serves `ekv-kv` and the leader-side forwarding subjects for the lifetime of the scope. */
 export const serveKv = (c: KvContext) =>
   Effect.gen(function* () {
@@ -256,6 +291,7 @@ export const serveKv = (c: KvContext) =>
           ),
           reply: kvApi[op].encodeReply as (v: unknown) => Uint8Array,
           handler: handler(op, false),
+          route: forwardToLeader(c, op),
         }),
       ),
     })
