@@ -53,6 +53,8 @@ export interface RunResult {
   readonly clientCpuMaxShare: number
   /** Server processes' CPU time per operation, µs (NaN when not measured). */
   readonly serverCpuUsPerOp: number
+  /** The same per server process (name → µs per operation): where the server time goes. */
+  readonly serverCpuUsPerOpByProcess: Readonly<Record<string, number>>
 }
 
 /** USER_HZ, the unit of /proc/<pid>/stat times: 100 on every Linux build Node supports. */
@@ -182,7 +184,10 @@ export class LoadGenerator {
       throw new Error(`preload: ${failed.errors} errors, first: ${failed.firstError}`)
   }
 
-  async run(spec: RunSpec, serverPids: () => ReadonlyArray<number>): Promise<RunResult> {
+  async run(
+    spec: RunSpec,
+    serverProcesses: () => ReadonlyArray<{ readonly name: string; readonly pid: number }>,
+  ): Promise<RunResult> {
     const shares = split(spec.concurrency, Math.min(spec.workers, this.workers.length))
     const asked = Promise.all(
       shares.map((concurrency, i) =>
@@ -205,10 +210,11 @@ export class LoadGenerator {
     )
     // Server CPU over (about) the measured window: from the end of the warm-up to the last reply.
     await sleep(spec.warmupMs)
-    const pids = serverPids()
-    const before = pids.map(processCpuMicros)
+    const procs = serverProcesses()
+    const before = procs.map((p) => processCpuMicros(p.pid))
     const replies = await asked
-    const serverCpu = pids.map(processCpuMicros).reduce((s, v, i) => s + v - (before[i] ?? 0), 0)
+    const used = procs.map((p, i) => processCpuMicros(p.pid) - (before[i] ?? 0))
+    const serverCpu = used.reduce((s, v) => s + v, 0)
     const reports = replies.flatMap((r): RunReport[] => (r.type === "run" ? [r.report] : []))
     const h = new Histogram()
     for (const r of reports) h.merge(r.histogram, r.maxMicros)
@@ -233,7 +239,10 @@ export class LoadGenerator {
       clientCpuMaxShare: Math.max(
         ...reports.map((r) => (r.elapsedMs > 0 ? r.cpuMicros / 1000 / r.elapsedMs : 0)),
       ),
-      serverCpuUsPerOp: pids.length > 0 && ops > 0 ? serverCpu / ops : Number.NaN,
+      serverCpuUsPerOp: procs.length > 0 && ops > 0 ? serverCpu / ops : Number.NaN,
+      serverCpuUsPerOpByProcess: Object.fromEntries(
+        procs.map((p, i) => [p.name, ops > 0 ? Math.round((used[i] ?? 0) / ops) : Number.NaN]),
+      ),
     }
   }
 

@@ -245,10 +245,15 @@ const benchTarget = async (
         await generator.ensure(workers)
         const r = await generator.run(
           { ...spec, warmupMs, durationMs: options.durationMs, workers },
-          target.serverPids,
+          target.serverProcesses,
         )
         say(
           `${name}: ${r.op} ${r.valueSize} B c=${r.concurrency} (${r.workers} procs): ${r.opsPerSec.toFixed(0)} ops/s, p99 ${r.p99.toFixed(2)} ms, ${r.errors} errors, busiest client process ${(r.clientCpuMaxShare * 100).toFixed(0)}% of a core`,
+        )
+        say(
+          `${name}:   server µs/op by process: ${Object.entries(r.serverCpuUsPerOpByProcess)
+            .map(([p, us]) => `${p} ${us}`)
+            .join(", ")}`,
         )
         const improved = best === null || r.opsPerSec > best.opsPerSec * 1.05
         if (best === null || r.opsPerSec > best.opsPerSec) best = r

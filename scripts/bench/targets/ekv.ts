@@ -149,7 +149,7 @@ export const startEkv = async (ctx: TargetContext, phase: EkvPhase): Promise<Run
       pass: setup.passwords.operator ?? "",
       prefix: PREFIX,
     },
-    serverPids: () => supervisor.pids().map((p) => p.pid),
+    serverProcesses: () => supervisor.pids(),
     stop: () => supervisor.stopAll(),
   }
 }

@@ -47,7 +47,7 @@ export const startEtcd = async (ctx: TargetContext): Promise<RunningTarget> => {
     version: versionLine("etcd", ["--version"]),
     facts: {},
     client: { kind: "etcd", endpoints: ports.map((p) => `http://127.0.0.1:${p.client}`) },
-    serverPids: () => supervisor.pids().map((p) => p.pid),
+    serverProcesses: () => supervisor.pids(),
     stop: () => supervisor.stopAll(),
   }
 }

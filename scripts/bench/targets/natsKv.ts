@@ -67,7 +67,7 @@ export const startNatsKv = async (ctx: TargetContext): Promise<RunningTarget> =>
     version: versionLine("nats-server", ["--version"]),
     facts: { bucket: BUCKET, replicas: "3", allow_direct: "false (gets go to the stream leader)" },
     client: { kind: "nats-kv", servers, bucket: BUCKET },
-    serverPids: () => supervisor.pids().map((p) => p.pid),
+    serverProcesses: () => supervisor.pids(),
     stop: () => supervisor.stopAll(),
   }
 }

@@ -21,8 +21,8 @@ export interface RunningTarget {
   /** Extra facts for the report (e.g. the ekv encryption phase reached). */
   readonly facts: Readonly<Record<string, string>>
   readonly client: ClientConfig
-  /** Every server process (their CPU time is measured per run). */
-  serverPids(): ReadonlyArray<number>
+  /** Every server process by name (their CPU time is measured per run). */
+  serverProcesses(): ReadonlyArray<{ readonly name: string; readonly pid: number }>
   stop(): Promise<void>
 }
 

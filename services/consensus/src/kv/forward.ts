@@ -1,9 +1,15 @@
 // Forwarding a request to the leader over `<p>.internal.<leader>.admin.<group>.<op>`
 // with the same JSON body as the public subject; the reply (success or
 // CONTRACT §1 error) comes back as is.
-import { parseErrorReply, requestFailure } from "@ekv/bus"
+import { errorHeaders, errorReply, parseErrorReply, requestFailure } from "@ekv/bus"
 import { ApiError, type RequestError, subjects } from "@ekv/wire"
-import { headers, type NatsConnection } from "@nats-io/transport-node"
+import {
+  createInbox,
+  headers,
+  type Msg,
+  type NatsConnection,
+  type Subscription,
+} from "@nats-io/transport-node"
 import { Result } from "effect"
 
 export const FORWARD_TIMEOUT_MS = 12_000
@@ -40,4 +46,120 @@ export const forwardRequest = async <A>(
   if (Result.isFailure(r))
     throw new ApiError.Internal({ message: `undecodable reply on ${subject}: ${r.failure.message}` })
   return r.success
+}
+
+/** What a relay answers when the leader does not: typed, never NATS's bare 503. */
+const relayFailure = (subject: string, reason: "NoResponders" | "Timeout" | "ShuttingDown") =>
+  new ApiError.Unavailable({
+    message:
+      reason === "NoResponders"
+        ? `the leader does not answer on ${subject}; retry`
+        : reason === "Timeout"
+          ? `no reply from the leader on ${subject} in time; the outcome is unknown`
+          : "node is shutting down",
+    details: { subject, reason },
+  })
+
+const respondError = (msg: Msg, e: ApiError.ApiError): void => {
+  const reply = errorReply(e)
+  try {
+    msg.respond(reply.body, { headers: errorHeaders(reply) })
+  } catch {
+    // The connection is gone; nothing more can reach the requester.
+  }
+}
+
+/** The connection's inbox prefix (CONTRACT §9: `_INBOX.<user>`), which its permissions allow. */
+const inboxPrefixOf = (nc: NatsConnection): string | undefined =>
+  (nc as unknown as { readonly options?: { readonly inboxPrefix?: string } }).options?.inboxPrefix
+
+interface Pending {
+  readonly msg: Msg
+  readonly subject: string
+  readonly at: number
+}
+
+/**
+ * A follower's relay of public requests to the leader, as bytes: the request
+ * goes out with a reply subject of this node's own inbox, the leader's reply
+ * (success or CONTRACT §1 error, headers included) goes back to the requester
+ * unchanged. Nothing is decoded here. The follower answers every request it
+ * received (NATS `allow_responses` expects it), and a leader that is gone or
+ * silent becomes a typed Unavailable. One subscription for all requests, one
+ * timer for all deadlines: no per-request allocation beyond the map entry.
+ */
+export class RequestRelay {
+  readonly #nc: NatsConnection
+  readonly #timeoutMs: number
+  readonly #prefix: string
+  readonly #sub: Subscription
+  readonly #pending = new Map<string, Pending>()
+  readonly #sweep: ReturnType<typeof setInterval>
+  #seq = 0
+
+  constructor(nc: NatsConnection, timeoutMs = FORWARD_TIMEOUT_MS) {
+    this.#nc = nc
+    this.#timeoutMs = timeoutMs
+    const inbox = createInbox(inboxPrefixOf(nc))
+    this.#prefix = `${inbox}.`
+    this.#sub = nc.subscribe(`${inbox}.*`, {
+      callback: (err, m) => {
+        if (err === null) this.#onReply(m)
+      },
+    })
+    this.#sweep = setInterval(() => this.#expire(), Math.min(1_000, timeoutMs)).unref()
+  }
+
+  /** Requests in flight (for tests and metrics). */
+  get pending(): number {
+    return this.#pending.size
+  }
+
+  relay(subject: string, msg: Msg): void {
+    const token = (this.#seq++).toString(36)
+    this.#pending.set(token, { msg, subject, at: performance.now() })
+    try {
+      this.#nc.publish(subject, msg.data, {
+        reply: this.#prefix + token,
+        ...(msg.headers === undefined ? {} : { headers: msg.headers }),
+      })
+    } catch {
+      this.#pending.delete(token)
+      respondError(msg, relayFailure(subject, "NoResponders"))
+    }
+  }
+
+  #onReply(m: Msg): void {
+    const token = m.subject.slice(this.#prefix.length)
+    const p = this.#pending.get(token)
+    if (p === undefined) return // answered already (timed out)
+    this.#pending.delete(token)
+    // NATS's own "no responders" status: the leader's subscription is gone (process died).
+    if (m.headers?.code === 503 && m.data.length === 0) {
+      respondError(p.msg, relayFailure(p.subject, "NoResponders"))
+      return
+    }
+    try {
+      p.msg.respond(m.data, m.headers === undefined ? undefined : { headers: m.headers })
+    } catch {
+      // The connection is gone; nothing more can reach the requester.
+    }
+  }
+
+  #expire(): void {
+    const deadline = performance.now() - this.#timeoutMs
+    for (const [token, p] of this.#pending) {
+      if (p.at > deadline) break // insertion order is time order
+      this.#pending.delete(token)
+      respondError(p.msg, relayFailure(p.subject, "Timeout"))
+    }
+  }
+
+  /** Stops relaying; requests still in flight get Unavailable (ShuttingDown). */
+  close(): void {
+    clearInterval(this.#sweep)
+    this.#sub.unsubscribe()
+    for (const p of this.#pending.values()) respondError(p.msg, relayFailure(p.subject, "ShuttingDown"))
+    this.#pending.clear()
+  }
 }

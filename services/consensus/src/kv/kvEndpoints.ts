@@ -1,10 +1,10 @@
 // The key-value API of CONTRACT §2: micro service `ekv-kv` (queue group
 // `ekv-kv`) on `<p>.kv.put|get|delete|batch|scan`, served by every node.
 // Writes and linearizable reads run on the leader: a follower that knows the
-// leader republishes the request as it came (not decoded) to
-// `<p>.internal.<leader>.admin.kv.<op>` with the requester's reply subject, so
-// the leader answers the requester directly and never forwards again; a
-// follower that knows no leader answers itself (InvalidArgument or NoLeader). Writes are acknowledged after
+// leader relays the request as it came (not decoded) to
+// `<p>.internal.<leader>.admin.kv.<op>` and the leader's reply back as it
+// came (`RequestRelay`); the leader never forwards again. A follower that
+// knows no leader answers itself (InvalidArgument or NoLeader). Writes are acknowledged after
 // commit and apply on the leader; reads are linearizable through ReadIndex
 // unless `serializable` (local state).
 import { endpoint, type Nats, serveMicro, serveSubject } from "@ekv/bus"
@@ -29,7 +29,7 @@ import { Effect, Result } from "effect"
 import type { EntryOutcome } from "../fsm/applier.ts"
 import { OpenFailure, type ValueSealer } from "../fsm/valueSealer.ts"
 import { NotLeader, type RaftNode } from "../node/raftNode.ts"
-import { forwardRequest, internalAdminSubject } from "./forward.ts"
+import { forwardRequest, internalAdminSubject, RequestRelay } from "./forward.ts"
 
 type Req<Op extends KvOpName> = (typeof kvApi)[Op]["request"]["Type"]
 
@@ -247,10 +247,10 @@ const needsLeader = (op: KvOpName, data: Uint8Array): boolean => {
 const textDecoder = new TextDecoder()
 
 /**
- * The follower's router: passes a leader-bound request on to the known leader
- * with the requester's reply subject, so one hop and no decoding here.
+ * The follower's router: relays a leader-bound request to the known leader
+ * as bytes (`RequestRelay`), so no decoding or re-encoding here.
  */
-const forwardToLeader = (c: KvContext, op: KvOpName) => {
+const forwardToLeader = (c: KvContext, relay: RequestRelay, op: KvOpName) => {
   const subjectOf = new Map<string, string>()
   return (msg: Msg): boolean => {
     const leader = c.node.leader
@@ -261,10 +261,7 @@ const forwardToLeader = (c: KvContext, op: KvOpName) => {
       subject = internalAdminSubject(c.prefix, leader, "kv", op)
       subjectOf.set(leader, subject)
     }
-    c.nc.publish(subject, msg.data, {
-      reply: msg.reply,
-      ...(msg.headers === undefined ? {} : { headers: msg.headers }),
-    })
+    relay.relay(subject, msg)
     return true
   }
 }
@@ -274,6 +271,10 @@ export const serveKv = (c: KvContext) =>
   Effect.gen(function* () {
     const s = subjects(c.prefix)
     const h = new KvHandlers(c)
+    const relay = yield* Effect.acquireRelease(
+      Effect.sync(() => new RequestRelay(c.nc)),
+      (r) => Effect.sync(() => r.close()),
+    )
     const handler = (op: KvOpName, forwarded: boolean) => (req: never) =>
       fromPromise(() => (h[op] as (r: unknown, f: boolean) => Promise<unknown>).call(h, req, forwarded))
     yield* serveMicro({
@@ -291,7 +292,7 @@ export const serveKv = (c: KvContext) =>
           ),
           reply: kvApi[op].encodeReply as (v: unknown) => Uint8Array,
           handler: handler(op, false),
-          route: forwardToLeader(c, op),
+          route: forwardToLeader(c, relay, op),
         }),
       ),
     })
