@@ -291,22 +291,17 @@ export class EncryptionRuntime {
       sealingKey: () => {
         const k = this.session.sealingKey("storage")
         if (typeof k === "string") {
-          if (k === "wait") void this.ensureSession()
+          if (k === "wait") this.session.reconcile()
           return k
         }
         return { keyId: k.keyId, dek: k.dek, next: () => k.counter.next() }
       },
       dek: (id) => (this.state.keys[String(id)]?.retired === true ? undefined : this.session.dek(id)),
-      sessionOpen: () => this.session.sessionId !== null,
+      sessionOpen: () => this.session.keysLoaded,
       changed: (ms) => this.session.changed(ms),
       onSealed: (id) => m.writesPerDek.inc({ key_id: String(id) }),
       onOpenFailure: (reason) => m.decryptFailures.inc({ reason }),
     }
-  }
-
-  private ensureSession(): Promise<void> | undefined {
-    if (this.session.sessionId === null) return this.session.start()
-    return undefined
   }
 
   /** Followers open 0x06 at apply (SPEC §2.5); a failure to open is node-local. */
@@ -315,19 +310,22 @@ export class EncryptionRuntime {
       open: async (envelope) => {
         const h = envelopeHeader(envelope)
         const keyId = Result.isSuccess(h) ? h.success.keyId : 0
-        const deadline = Date.now() + 5_000
-        while (
+        // No session yet, or a DEK of the replicated state it lacks: both are this node's to fix.
+        const pending = () =>
           this.session.dek(keyId) === undefined &&
-          this.session.sessionId === null &&
-          Date.now() < deadline
-        ) {
-          void this.ensureSession()
+          (this.session.sessionId === null || this.session.missingKeyIds().includes(keyId))
+        const deadline = Date.now() + 5_000
+        while (pending() && Date.now() < deadline) {
+          this.session.reconcile()
           await this.session.changed(250)
         }
-        if (this.session.sessionId === null)
+        if (pending())
           return {
             reason: "KeystoreUnavailable",
-            message: "no keystore session to open raft envelopes",
+            message:
+              this.session.sessionId === null
+                ? "no keystore session to open raft envelopes"
+                : `raft DEK ${keyId} not handed over to this node's session yet (new session pending)`,
             transient: true,
           } as SealerHalt
         const r = openRaft(envelope, (id) => this.session.dek(id))
@@ -362,6 +360,7 @@ export class EncryptionRuntime {
     }
     if (st.cutoverIndex === 0) return payload
     const k = this.session.sealingKey("raft")
+    if (k === "wait") this.session.reconcile()
     if (typeof k === "string")
       throw new ApiError.Unavailable({
         message: `this leader cannot seal log entries yet (${k === "exhausted" ? "raft DEK epoch exhausted" : "raft DEK registration pending"}); retry`,

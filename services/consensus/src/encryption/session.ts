@@ -3,7 +3,10 @@
 // hand-over opened in memory only, then a 0x03 per active DEK proposed with
 // the session_id — a (DEK, epoch) is sealed under only once its registration
 // COMMITTED. DEKs handed over by dispatch replies are usable at once unless
-// listed unregistered (then they need their own 0x03 first).
+// listed unregistered (then they need their own 0x03 first). A DEK of the
+// replicated state that no hand-over brought (its entry reached the keystore
+// under no session or a superseded one, e.g. while this one was opening
+// during a log replay) is fetched by opening a new session (`reconcile`).
 
 import type { KeyObject } from "node:crypto"
 import { randomBytes } from "node:crypto"
@@ -12,7 +15,7 @@ import { encodeEntry, Tag } from "@ekv/wire"
 import { Result } from "effect"
 import type { KeystoreClient } from "../keystore/keystoreClient.ts"
 import type { Log } from "../log.ts"
-import type { EncState, Purpose } from "./encryptionState.ts"
+import { type EncState, type Purpose, unretiredKeyIds } from "./encryptionState.ts"
 
 export interface SessionKey {
   readonly keyId: number
@@ -20,6 +23,8 @@ export interface SessionKey {
   readonly dek: Uint8Array
   readonly epoch: number
   registered: boolean
+  /** A 0x03 of this (DEK, epoch) is being proposed. */
+  registering?: boolean
   /** write_count for this (DEK, epoch) in this process: starts at 0, never resets (SPEC §2.4). */
   readonly counter: WriteCounter
 }
@@ -53,6 +58,9 @@ export interface SessionDeps {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
+/** Back-off between sessions opened in a row that still lack a DEK (a keystore behind the log). */
+const RENEW_MAX_DELAY_MS = 30_000
+
 export class EncryptionSession {
   private readonly d: SessionDeps
   readonly nodeId16: number
@@ -69,7 +77,9 @@ export class EncryptionSession {
   private opening: Promise<void> | null = null
   /** An encryption-capable keystore answered and the session is not open yet (health waits: CONTRACT §4). */
   awaitingOpen = false
-  private registering = new Set<number>()
+  /** Sessions opened in a row to fetch DEKs the previous one lacked (for the back-off). */
+  private renewals = 0
+  private renewTimer: ReturnType<typeof setTimeout> | null = null
   private closed = false
   private readyFlag = false
   private waiters: (() => void)[] = []
@@ -86,23 +96,85 @@ export class EncryptionSession {
       : { session_id: this.sessionId, public_key: this.publicKey }
   }
 
-  /** True once a session is open and every active DEK's registration committed. */
+  /** True once a session is open, holds every active DEK and their registrations committed. */
   get ready(): boolean {
-    return this.readyFlag
+    if (!this.readyFlag) return false
+    const st = this.d.state()
+    return [st.active.storage, st.active.raft].every(
+      (id) => id === 0 || this.keys.has(id) || this.exhausted.has(id),
+    )
+  }
+
+  /** Whether the session holds every unretired DEK of the replicated state (reads can open anything). */
+  get keysLoaded(): boolean {
+    return this.sessionId !== null && this.missingKeyIds().length === 0
+  }
+
+  /**
+   * Unretired DEKs of the replicated state this session neither holds nor was
+   * told are exhausted: their entries reached the keystore outside this
+   * session, so no hand-over brought them.
+   */
+  missingKeyIds(): number[] {
+    return unretiredKeyIds(this.d.state()).filter((id) => !this.keys.has(id) && !this.exhausted.has(id))
   }
 
   close(): void {
     this.closed = true
+    if (this.renewTimer !== null) clearTimeout(this.renewTimer)
+    this.renewTimer = null
     this.wakeAll()
   }
 
-  /** Opens a new session (superseding any), retrying until it succeeds or the node closes. */
+  /**
+   * Opens a new session (superseding any), retrying until it succeeds or the
+   * node closes; resolves once its active DEKs are registered.
+   */
   start(): Promise<void> {
-    if (this.opening !== null) return this.opening
-    this.opening = this.openLoop().finally(() => {
-      this.opening = null
-    })
-    return this.opening
+    if (this.opening === null) {
+      this.opening = this.openLoop().finally(() => {
+        this.opening = null
+        // A DEK created while this session was opening may have missed it.
+        setTimeout(() => this.reconcile(), 0)
+      })
+    }
+    return this.opening.then(() => this.registerActive())
+  }
+
+  /**
+   * Makes this node's session whole, so the apply path never waits on what
+   * the node can fix itself (SPEC §2.2, §6): no session → open one; a DEK of
+   * the replicated state the session lacks → a new session (fresh epochs
+   * above every floor, then a 0x03 per active DEK); an active DEK held but
+   * not registered → its 0x03. Idempotent; cheap when nothing is missing.
+   */
+  reconcile(): void {
+    if (this.closed || this.opening !== null || this.renewTimer !== null) return
+    if (this.sessionId === null) {
+      void this.start()
+      return
+    }
+    const missing = this.missingKeyIds()
+    if (missing.length > 0) {
+      const delay = this.renewals === 0 ? 0 : Math.min(RENEW_MAX_DELAY_MS, 1_000 * 2 ** (this.renewals - 1))
+      this.renewals++
+      this.d.log.warn("the writer session lacks DEKs of the replicated state; opening a new session", {
+        session_id: this.sessionId,
+        missing_key_ids: missing,
+        delay_ms: delay,
+      })
+      this.renewTimer = setTimeout(() => {
+        this.renewTimer = null
+        if (!this.closed && this.missingKeyIds().length > 0) void this.start()
+      }, delay)
+      return
+    }
+    this.renewals = 0
+    const st = this.d.state()
+    for (const id of [st.active.storage, st.active.raft]) {
+      const k = this.keys.get(id)
+      if (k !== undefined && !k.registered && k.registering !== true) void this.registerKey(id)
+    }
   }
 
   private async openLoop(): Promise<void> {
@@ -161,7 +233,7 @@ export class EncryptionSession {
       floors_as_of_index: floors.asOfIndex,
     })
     this.d.onKeysChanged?.()
-    await this.registerActive()
+    this.wakeAll()
   }
 
   private addKey(keyId: number, purpose: Purpose, dek: Uint8Array, epoch: number, registered: boolean): void {
@@ -187,10 +259,15 @@ export class EncryptionSession {
     const st = this.d.state()
     const ids = [st.active.storage, st.active.raft].filter((id) => id !== 0)
     await Promise.all(ids.map((id) => this.registerKey(id)))
-    if (
-      this.sessionId !== null &&
-      ids.every((id) => this.keys.get(id)?.registered === true || this.exhausted.has(id))
-    ) {
+    this.markReadyIfRegistered()
+  }
+
+  /** The session becomes ready once every active DEK it holds is registered (or exhausted). */
+  private markReadyIfRegistered(): void {
+    if (this.readyFlag || this.sessionId === null) return
+    const st = this.d.state()
+    const ids = [st.active.storage, st.active.raft].filter((id) => id !== 0)
+    if (ids.every((id) => this.keys.get(id)?.registered === true || this.exhausted.has(id))) {
       this.readyFlag = true
       this.wakeAll()
     }
@@ -199,10 +276,10 @@ export class EncryptionSession {
   /** Registers one handed-over DEK at its session epoch (idempotent; retried until committed). */
   async registerKey(keyId: number): Promise<void> {
     const k = this.keys.get(keyId)
-    if (k === undefined || k.registered || this.registering.has(keyId)) return
+    if (k === undefined || k.registered || k.registering === true) return
     const session = this.sessionId
     if (session === null) return
-    this.registering.add(keyId)
+    k.registering = true
     try {
       const payload = encodeEntry({
         tag: Tag.Registration,
@@ -214,7 +291,7 @@ export class EncryptionSession {
         },
       })
       let attempt = 0
-      while (!this.closed && this.sessionId === session) {
+      while (!this.closed && this.sessionId === session && this.keys.get(keyId) === k) {
         try {
           const r = await this.d.register(payload)
           if (r._tag === "Rejected") {
@@ -228,6 +305,7 @@ export class EncryptionSession {
             local_epoch: k.epoch,
             session_id: session,
           })
+          this.markReadyIfRegistered()
           this.wakeAll()
           this.d.onKeysChanged?.()
           return
@@ -238,7 +316,7 @@ export class EncryptionSession {
         }
       }
     } finally {
-      this.registering.delete(keyId)
+      k.registering = false
     }
   }
 

@@ -66,7 +66,10 @@ export interface SealingKeys {
     | "wait"
   /** Any DEK this node holds (the read ring: every unretired DEK). */
   readonly dek: (keyId: number) => Uint8Array | undefined
-  /** Whether the session has been opened (an unknown key before that is Unavailable, not corruption). */
+  /**
+   * Whether the session is open and holds every unretired DEK of the replicated
+   * state (an unknown key before that is Unavailable, not corruption).
+   */
   readonly sessionOpen: () => boolean
   /** Waits for a change in keys/registrations, up to `ms`. */
   readonly changed: (ms: number) => Promise<void>

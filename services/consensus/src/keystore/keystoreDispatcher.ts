@@ -80,6 +80,9 @@ export class KeystoreDispatcher implements EncryptionDispatcher {
         if (r.handover !== undefined && session !== undefined)
           this.session.acceptHandover(r.handover.sealed, r.handover.unregistered_key_ids, session.session_id)
         if (r.exhausted_key_ids.length > 0) this.session.markExhausted(r.exhausted_key_ids)
+        // A DEK this entry created reaches the session only by a hand-over under it; once the
+        // applier has recorded the entry (next task), the session fetches whatever it lacks.
+        if (req.payload.tag !== 0x03) setTimeout(() => this.session.reconcile(), 0)
         return { _tag: "Applied", outcome: r.outcome, keyIds: r.key_ids }
       } catch (e) {
         const reason = haltReasonOf(e)
