@@ -4,7 +4,8 @@
 // `consensus/state/snapshots` (never under raft/: they hold user keys).
 //
 // Recovery rules, in order:
-//   - a lock held by another process → DataDirLocked; a bad checksum → CorruptLog;
+//   - a lock held by another process → DataDirLocked; a bad checksum → CorruptLog, and so
+//     is damage to the LevelDB files, checked before LevelDB opens them (levelDbFiles.ts);
 //   - the state machine behind the log's snapshot mark, or an unfinished
 //     install → install the snapshot file at the mark (it was made durable
 //     before the mark was written);
@@ -30,6 +31,7 @@ import {
   emptyState,
   type PersistedState,
 } from "../raft/mod.ts"
+import { describeProblems, verifyLevelDbDir } from "../raftLog/levelDbFiles.ts"
 import { CorruptLog, type SnapshotMark } from "../raftLog/logRecord.ts"
 import { RaftLogStore } from "../raftLog/logStore.ts"
 import { MvccStore } from "../stateMachine/mvccStore.ts"
@@ -208,14 +210,28 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
   } catch (e) {
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.raftDir} is locked by another process`)
     if (e instanceof CorruptLog)
-      throw new RefuseStart("CorruptLog", `Raft log at ${o.raftDir}: ${e.reason} (index ${e.index ?? "-"})`)
+      throw new RefuseStart(
+        "CorruptLog",
+        `Raft log at ${o.raftDir}: ${e.reason}${e.index === null ? "" : ` (index ${e.index})`}`,
+      )
     if (isDamaged(e)) throw new RefuseStart("CorruptLog", `Raft log at ${o.raftDir}: ${describe(e)}`)
     throw e
   }
   const { store: log, log: loaded } = opened
+  const stateDb = path.join(o.stateDir, "db")
+  // The state DB's WAL and manifest (bounded by the write buffer), before LevelDB silently skips
+  // a damaged record; its tables grow with the data, so only their sizes are compared.
+  const stateFiles = await verifyLevelDbDir(stateDb, { tables: "sizes" })
+  if (stateFiles.problems.length > 0) {
+    await log.close()
+    throw new RefuseStart(
+      "CorruptLog",
+      `state machine at ${stateDb}: ${describeProblems(stateFiles.problems)}`,
+    )
+  }
   let sm: MvccStore
   try {
-    sm = await MvccStore.open(path.join(o.stateDir, "db"), { allowIncompleteInstall: true })
+    sm = await MvccStore.open(stateDb, { allowIncompleteInstall: true })
   } catch (e) {
     await log.close()
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.stateDir} is locked by another process`)

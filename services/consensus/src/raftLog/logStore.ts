@@ -3,7 +3,11 @@
 // the entries after it.
 // Every persist is one synchronous (fsync'd) batch: callers persist a whole
 // Ready (many proposals) at once, which is the group commit of SPEC.md §2.
+// Before LevelDB opens the directory, all its live files are checked
+// (levelDbFiles.ts): LevelDB itself checks no block CRC and skips damaged WAL
+// records. The log is compacted at every snapshot, so this stays bounded.
 import { ClassicLevel } from "classic-level"
+import { describeProblems, verifyLevelDbDir } from "./levelDbFiles.ts"
 import {
   CorruptLog,
   decodeEntry,
@@ -56,8 +60,14 @@ export class RaftLogStore {
     this.#snapshotIndex = snapshotIndex
   }
 
-  /** Opens (creating if missing) the log at `dir`. Fails if another process holds it. */
+  /**
+   * Opens (creating if missing) the log at `dir`. Fails if another process holds it, and with
+   * `CorruptLog` naming the file and offset if any LevelDB file of it is damaged.
+   */
   static async open(dir: string): Promise<{ store: RaftLogStore; log: LoadedLog }> {
+    const files = await verifyLevelDbDir(dir, { tables: "checksums" })
+    if (files.problems.length > 0)
+      throw new CorruptLog({ index: null, reason: describeProblems(files.problems) })
     const db: Db = new ClassicLevel<Uint8Array, Uint8Array>(dir, {
       keyEncoding: "view",
       valueEncoding: "view",
