@@ -216,6 +216,7 @@ export class RaftNode {
     this.kick()
     await this.loopDone
     await this.applyRunning
+    await this.snapshotRunning?.catch(() => undefined)
     const err = unavailable("node is shutting down", "ShuttingDown")
     this.proposals.failAll(err)
     this.reads.failAll(err)
@@ -384,8 +385,11 @@ export class RaftNode {
   }
 
   /** Takes a snapshot of this node's state machine now and compacts the log; returns its index. */
-  snapshotNow(): Promise<number> {
-    return this.takeSnapshot()
+  async snapshotNow(): Promise<number> {
+    const target = this.applier.appliedIndex
+    // One already being written may be older than what is applied now: then take another.
+    const index = await this.takeSnapshot()
+    return index >= target ? index : this.takeSnapshot()
   }
 
   // ---------------------------------------------------------------- Raft loop
@@ -557,7 +561,7 @@ export class RaftNode {
         return
       }
       if (this.halt !== null) this.resume()
-      await this.maybeSnapshot()
+      this.maybeSnapshot()
     }
   }
 
@@ -620,55 +624,76 @@ export class RaftNode {
 
   // ---------------------------------------------------------------- snapshots
 
-  private async maybeSnapshot(): Promise<void> {
+  /** Starts a snapshot when due; applying goes on while its file is written. */
+  private maybeSnapshot(): void {
     const applied = this.applier.appliedIndex
     const bytesLimit = this.o.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES
+    if (this.snapshotRunning !== null) return
     if (applied - this.lastSnapshotIndex >= this.o.snapshotEntries || this.bytesSinceSnapshot >= bytesLimit) {
-      try {
-        await this.takeSnapshot()
-      } catch (e) {
+      this.takeSnapshot().catch((e: unknown) => {
         this.log.error("automatic snapshot failed", { error: String(e) })
-      }
+      })
     }
+  }
+
+  /** The snapshot being taken, if any: a request meanwhile gets that one. */
+  private snapshotRunning: Promise<number> | null = null
+
+  private takeSnapshot(): Promise<number> {
+    if (this.snapshotRunning !== null) return this.snapshotRunning
+    const p = this.writeSnapshot().finally(() => {
+      this.snapshotRunning = null
+    })
+    this.snapshotRunning = p
+    return p
   }
 
   /**
    * Exports the state machine at its applied index to a durable snapshot file,
    * then records the snapshot in the log store and compacts the core's log.
    * Only what the file holds is compacted (a restart that finds the state
-   * machine behind the mark re-installs the file).
+   * machine behind the mark re-installs the file). The view (LevelDB snapshot,
+   * keystore attachments, membership) is taken under the apply lock; the file
+   * is written outside it, so applying does not stall for the export.
    */
-  private takeSnapshot(): Promise<number> {
-    return this.smSerial.run(async () => {
+  private async writeSnapshot(): Promise<number> {
+    const t0 = performance.now()
+    const taken = await this.smSerial.run(async () => {
       const applied = this.applier.appliedIndex
-      const logSnap = this.core.raft.log.snapshot.index
-      if (applied <= logSnap) return logSnap
-      const t0 = performance.now()
+      if (applied <= this.core.raft.log.snapshot.index) return null
       const attachments = await this.o.snapshotAttachments?.()
-      const exp = await this.sm.exportSnapshot(this.o.snapshotDir, {
+      const view = await this.sm.openExport({
         expectIndex: applied,
         ...(attachments === undefined ? {} : { attachments }),
       })
-      const term = this.core.raft.log.term(exp.index)
-      if (term === undefined || exp.index <= this.core.raft.log.snapshot.index)
-        return this.core.raft.log.snapshot.index
-      const conf = this.applier.membership
-      await this.persistSerial.run(() =>
-        this.logStore.persist({ snapshot: snapshotMark(exp.index, term, conf) }),
-      )
-      this.core.compact(exp.index, conf)
-      this.lastSnapshotIndex = exp.index
-      this.bytesSinceSnapshot = 0
-      this.metrics.snapshots.inc({ kind: "taken" })
-      this.log.info("snapshot taken", {
-        index: exp.index,
-        bytes: exp.bytes,
-        records: exp.records,
-        ms: Math.round(performance.now() - t0),
-      })
-      this.kick()
-      return exp.index
+      return { view, conf: this.applier.membership }
     })
+    if (taken === null) return this.core.raft.log.snapshot.index
+    const { view, conf } = taken
+    let exp: Awaited<ReturnType<typeof view.write>>
+    try {
+      exp = await view.write(this.o.snapshotDir)
+    } finally {
+      await view.close()
+    }
+    const term = this.core.raft.log.term(exp.index)
+    if (term === undefined || exp.index <= this.core.raft.log.snapshot.index)
+      return this.core.raft.log.snapshot.index
+    await this.persistSerial.run(() =>
+      this.logStore.persist({ snapshot: snapshotMark(exp.index, term, conf) }),
+    )
+    this.core.compact(exp.index, conf)
+    this.lastSnapshotIndex = exp.index
+    this.bytesSinceSnapshot = 0
+    this.metrics.snapshots.inc({ kind: "taken" })
+    this.log.info("snapshot taken", {
+      index: exp.index,
+      bytes: exp.bytes,
+      records: exp.records,
+      ms: Math.round(performance.now() - t0),
+    })
+    this.kick()
+    return exp.index
   }
 
   /** A snapshot received from the leader (already verified on disk): restore, persist, advance. */

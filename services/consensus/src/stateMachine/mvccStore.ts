@@ -141,6 +141,14 @@ export interface GcResult {
   readonly horizon: number
 }
 
+/** A point-in-time view of the store (`openExport`), written once, then closed. */
+export interface SnapshotExport {
+  /** The applied index the view is at. */
+  readonly index: number
+  write(dir: string, keep?: number): Promise<ExportedSnapshot>
+  close(): Promise<void>
+}
+
 export interface ExportedSnapshot {
   readonly path: string
   readonly index: number
@@ -483,14 +491,31 @@ export class MvccStore {
       readonly expectIndex?: number
     } = {},
   ): Promise<ExportedSnapshot> {
+    const view = await this.openExport(options)
+    try {
+      return await view.write(dir, options.keep)
+    } finally {
+      await view.close()
+    }
+  }
+
+  /**
+   * A consistent view of the store as it is now (a LevelDB snapshot), to be
+   * written to a snapshot file later while applies go on: the caller holds
+   * its apply lock only for this call, not for the write.
+   */
+  async openExport(
+    options: { readonly attachments?: ReadonlyMap<string, Uint8Array>; readonly expectIndex?: number } = {},
+  ): Promise<SnapshotExport> {
     this.requireReady()
     const snap = this.db.snapshot()
     const extra: SnapshotRecord[] = [...(options.attachments ?? new Map<string, Uint8Array>())].map(
       ([name, value]) => ({ key: metaKey(name), value }),
     )
+    let index: number
     try {
       const appliedBytes = await this.db.get(appliedKey, { snapshot: snap })
-      const index = appliedBytes === undefined ? 0 : decodeU64Value(appliedBytes, "applied index")
+      index = appliedBytes === undefined ? 0 : decodeU64Value(appliedBytes, "applied index")
       if (options.expectIndex !== undefined && options.expectIndex !== index) {
         throw new ApplyOrderError({
           message: `snapshot view is at applied index ${index}, expected ${options.expectIndex}`,
@@ -500,19 +525,37 @@ export class MvccStore {
       }
       // A store that never applied anything: the applied index is still explicit in the file.
       if (appliedBytes === undefined) extra.push({ key: appliedKey, value: encodeU64(0) })
-      const written = await writeSnapshotFile(dir, index, merged(this.db.iterator({ snapshot: snap }), extra))
-      await pruneSnapshots(dir, options.keep ?? DEFAULT_KEEP)
-      return {
-        path: written.path,
-        index: written.index,
-        bytes: written.bytes,
-        records: written.records,
-        sha256: written.sha256,
-      }
     } catch (e) {
-      throw wrap("export snapshot", e)
-    } finally {
       await snap.close()
+      throw wrap("export snapshot", e)
+    }
+    let closed = false
+    return {
+      index,
+      write: async (dir, keep) => {
+        try {
+          const written = await writeSnapshotFile(
+            dir,
+            index,
+            merged(this.db.iterator({ snapshot: snap }), extra),
+          )
+          await pruneSnapshots(dir, keep ?? DEFAULT_KEEP)
+          return {
+            path: written.path,
+            index: written.index,
+            bytes: written.bytes,
+            records: written.records,
+            sha256: written.sha256,
+          }
+        } catch (e) {
+          throw wrap("export snapshot", e)
+        }
+      },
+      close: async () => {
+        if (closed) return
+        closed = true
+        await snap.close()
+      },
     }
   }
 

@@ -150,6 +150,25 @@ describe("snapshot export and install", () => {
     }
   })
 
+  it("a view opened before many later commits writes the state at its own index (applies go on meanwhile)", async () => {
+    await fill(source, 1, 500)
+    const view = await source.openExport({ expectIndex: 500 })
+    const expected = await dump(source)
+    // Applying goes on while the view is open: overwrite, delete and add keys.
+    await fill(source, 501, 1500)
+    const snap = await view.write(snapDir)
+    await view.close()
+    expect(snap.index).toBe(500)
+    const target = await openFresh("n2")
+    try {
+      await target.installSnapshot(snap.path)
+      expect(target.appliedIndex()).toBe(500)
+      expect(await dump(target)).toEqual(expected)
+    } finally {
+      await target.close()
+    }
+  })
+
   it("an empty store exports and installs (applied index 0)", async () => {
     const snap = await source.exportSnapshot(snapDir)
     expect(snap.index).toBe(0)
