@@ -21,14 +21,7 @@ const RUNS: { seed: number; faults: FaultName[] }[] = [
 describe("nemesis (CI-sized)", () => {
   for (const run of RUNS)
     it(`seed ${run.seed}: ${run.faults.join(",")}`, { timeout: 240_000 }, async () => {
-      // Raft-log table files are left out of `corrupt` here while bug 4 of docs/reliability.md
-      // (LevelDB aborts on a damaged table) is open; scripts/nemesis.ts keeps them in.
-      const r = await runNemesis({
-        seed: run.seed,
-        durationMs: DURATION_MS,
-        faults: run.faults,
-        corruptRaftTables: false,
-      })
+      const r = await runNemesis({ seed: run.seed, durationMs: DURATION_MS, faults: run.faults })
       const text = renderReport(r)
       if (r.failures.length > 0) console.error(`nemesis FAILED, seed ${r.seed}\n${text}`)
       else console.log(text)

@@ -70,8 +70,6 @@ export interface NemesisContext {
    * through InstallSnapshot); "replay" leaves the log (it replays from index 1).
    */
   readonly rejoin: "snapshot" | "replay"
-  /** Whether `corrupt` may damage the Raft log's table files (see NemesisOptions.corruptRaftTables). */
-  readonly corruptRaftTables: boolean
   /** Processes whose next non-SIGKILL exit is expected (a refusal the nemesis provoked). */
   readonly expectedExits: Set<string>
   /** Processes that exited by themselves (not SIGKILLed by the nemesis), with their log tails. */
@@ -381,9 +379,7 @@ const corrupt: Action = async (ctx) => {
   await ctx.sys.killNode(node)
   const which = ctx.rng() < 0.7 ? "raft" : "state"
   const dir = which === "raft" ? ctx.sys.raftDir(node) : join(ctx.sys.stateDir(node), "db")
-  const files = (await levelFiles(dir)).filter(
-    (f) => which === "state" || ctx.corruptRaftTables || f.path.endsWith(".log"),
-  )
+  const files = await levelFiles(dir)
   if (files.length === 0) {
     note(ctx, `corrupt: ${node} has no LevelDB files under ${dir}; skipped`)
     await healAll(ctx)

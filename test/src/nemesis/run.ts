@@ -56,12 +56,6 @@ export interface NemesisOptions {
   readonly rejoin?: "snapshot" | "replay"
   /** Budget of the linearizability search (default: the fault time, 30 s to 10 min). */
   readonly checkTimeoutMs?: number
-  /**
-   * Whether `corrupt` may damage the Raft log's LevelDB table files (`.ldb`), not only its
-   * write-ahead log (default true). Off in CI until bug 4 of docs/reliability.md is fixed: a
-   * damaged table makes LevelDB abort the process instead of returning a corruption status.
-   */
-  readonly corruptRaftTables?: boolean
 }
 
 export interface NemesisReport {
@@ -124,7 +118,6 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     findings: [],
     raftCutover: false,
     rejoin: o.rejoin ?? "snapshot",
-    corruptRaftTables: o.corruptRaftTables ?? true,
     expectedExits: new Set(),
     crashes: [],
   }
