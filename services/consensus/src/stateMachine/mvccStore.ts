@@ -838,8 +838,9 @@ export class ApplyBatch {
 }
 
 /**
- * Storage records of a LevelDB iterator with `extra` merged in key order; an
- * extra record replaces a stored one with the same key.
+ * Storage records of a LevelDB iterator with `extra` merged in key order, in
+ * chunks (one per `nextv`); an extra record replaces a stored one with the
+ * same key.
  */
 async function* merged(
   it: {
@@ -847,24 +848,26 @@ async function* merged(
     close(): Promise<void>
   },
   extra: readonly SnapshotRecord[],
-): AsyncGenerator<SnapshotRecord> {
+): AsyncGenerator<SnapshotRecord[]> {
   const pending = [...extra].sort((a, b) => compareBytes(a.key, b.key))
   let p = 0
   try {
     for (;;) {
-      const entries = await it.nextv(512)
+      const entries = await it.nextv(1024)
       if (entries.length === 0) break
+      const chunk: SnapshotRecord[] = []
       for (const [key, value] of entries) {
         if (bytesEqual(key, installMarkerKey)) continue
-        while (p < pending.length && compareBytes(pending[p]!.key, key) < 0) yield pending[p++]!
+        while (p < pending.length && compareBytes(pending[p]!.key, key) < 0) chunk.push(pending[p++]!)
         if (p < pending.length && bytesEqual(pending[p]!.key, key)) {
-          yield pending[p++]!
+          chunk.push(pending[p++]!)
           continue
         }
-        yield { key, value }
+        chunk.push({ key, value })
       }
+      yield chunk
     }
-    while (p < pending.length) yield pending[p++]!
+    if (p < pending.length) yield pending.slice(p)
   } finally {
     await it.close()
   }

@@ -48,15 +48,39 @@ export const encodeSnapshotHeader = (index: number): Uint8Array => {
   return out
 }
 
-export const encodeRecord = (r: SnapshotRecord): Uint8Array => {
+const requireRecord = (r: SnapshotRecord): void => {
   if (r.key.length < 1 || r.key.length > MAX_KEY_BYTES) throw new RangeError("snapshot record key length")
   if (r.value.length > MAX_VALUE_BYTES) throw new RangeError("snapshot record value length")
+}
+
+/** Writes `r` framed (u32 key length ‖ key ‖ u32 value length ‖ value) at `at`; returns the end. */
+const putRecord = (out: Uint8Array, view: DataView, at: number, r: SnapshotRecord): number => {
+  view.setUint32(at, r.key.length)
+  out.set(r.key, at + 4)
+  const v = at + 4 + r.key.length
+  view.setUint32(v, r.value.length)
+  out.set(r.value, v + 4)
+  return v + 4 + r.value.length
+}
+
+export const encodeRecord = (r: SnapshotRecord): Uint8Array => {
+  requireRecord(r)
   const out = new Uint8Array(8 + r.key.length + r.value.length)
+  putRecord(out, new DataView(out.buffer), 0, r)
+  return out
+}
+
+/** Several records framed back to back in one buffer (same bytes as `encodeRecord` of each). */
+export const encodeRecords = (rs: ReadonlyArray<SnapshotRecord>): Uint8Array => {
+  let size = 0
+  for (const r of rs) {
+    requireRecord(r)
+    size += 8 + r.key.length + r.value.length
+  }
+  const out = new Uint8Array(size)
   const view = new DataView(out.buffer)
-  view.setUint32(0, r.key.length)
-  out.set(r.key, 4)
-  view.setUint32(4 + r.key.length, r.value.length)
-  out.set(r.value, 8 + r.key.length)
+  let at = 0
+  for (const r of rs) at = putRecord(out, view, at, r)
   return out
 }
 
@@ -83,12 +107,22 @@ export class SnapshotEncoder {
   }
 
   record(r: SnapshotRecord): Uint8Array {
+    this.ascending(r)
+    return this.take(encodeRecord(r))
+  }
+
+  /** A chunk of records (ascending, continuing the previous ones) as one buffer. */
+  records(rs: ReadonlyArray<SnapshotRecord>): Uint8Array {
+    for (const r of rs) this.ascending(r)
+    return this.take(encodeRecords(rs))
+  }
+
+  private ascending(r: SnapshotRecord): void {
     if (this.last !== undefined && compareBytes(this.last, r.key) >= 0) {
       throw new RangeError("snapshot records must be in strictly ascending key order")
     }
     this.last = r.key
     this.count++
-    return this.take(encodeRecord(r))
   }
 
   /** End mark + footer; returns the bytes to write and the file's SHA-256 (hex). */

@@ -385,6 +385,28 @@ describe("snapshot file format", () => {
     }
   })
 
+  it("a chunk of records encodes to the same bytes and hash as the records one by one", () => {
+    const rs = Array.from({ length: 300 }, (_, i) => ({
+      key: Uint8Array.of(0x01, i >> 8, i & 0xff),
+      value: new Uint8Array(i % 17).fill(i & 0xff),
+    }))
+    const one = new SnapshotEncoder()
+    const single = Buffer.concat([one.header(9), ...rs.map((r) => one.record(r)), one.finish().bytes])
+    const many = new SnapshotEncoder()
+    const chunked = Buffer.concat([
+      many.header(9),
+      many.records(rs.slice(0, 1)),
+      many.records(rs.slice(1, 200)),
+      many.records(rs.slice(200)),
+      many.finish().bytes,
+    ])
+    expect(chunked.equals(single)).toBe(true)
+    const bad = new SnapshotEncoder()
+    bad.header(9)
+    bad.records(rs.slice(10, 20))
+    expect(() => bad.records(rs.slice(5, 6))).toThrow(RangeError)
+  })
+
   it("refuses out-of-order records, unknown key spaces and an applied index that differs from the header", () => {
     const build = (records: Array<[number[], number[]]>, index = 5): Buffer => {
       const enc = new SnapshotEncoder()
