@@ -70,6 +70,8 @@ export class EncryptionSession {
   private secret: Uint8Array | null = null
   /** Handed-over DEKs of the current session, by key id. */
   readonly keys = new Map<number, SessionKey>()
+  /** Registered keys of the superseded session, until this session registers the same DEK. */
+  private readonly previous = new Map<number, SessionKey>()
   /** Unretired DEKs the keystore left out (epoch would pass 0xFFFF). */
   readonly exhausted = new Set<number>()
   /** Per purpose, the active key id this session last sealed under (SPEC §6 hand-over fallback). */
@@ -131,14 +133,13 @@ export class EncryptionSession {
    * node closes; resolves once its active DEKs are registered.
    */
   start(): Promise<void> {
-    if (this.opening === null) {
-      this.opening = this.openLoop().finally(() => {
-        this.opening = null
-        // A DEK created while this session was opening may have missed it.
-        setTimeout(() => this.reconcile(), 0)
-      })
-    }
-    return this.opening.then(() => this.registerActive())
+    if (this.opening !== null) return this.opening
+    this.opening = this.openLoop().finally(() => {
+      this.opening = null
+      // A DEK created while this session was opening may have missed it.
+      setTimeout(() => this.reconcile(), 0)
+    })
+    return this.opening
   }
 
   /**
@@ -217,7 +218,15 @@ export class EncryptionSession {
     if (Result.isFailure(opened))
       throw new Error(`the session hand-over does not open: ${opened.failure.message}`)
     this.readyFlag = false
-    for (const k of this.keys.values()) k.dek.fill(0)
+    // The superseded session's registered keys stay usable until this one's
+    // registration of the same DEK commits: an apply between its prepare and
+    // its seal keeps a key, and writes do not pause while the new 0x03s commit.
+    for (const k of this.previous.values()) k.dek.fill(0)
+    this.previous.clear()
+    for (const k of this.keys.values()) {
+      if (k.registered) this.previous.set(k.keyId, k)
+      else k.dek.fill(0)
+    }
     this.keys.clear()
     this.exhausted.clear()
     this.sessionId = sessionId
@@ -234,6 +243,7 @@ export class EncryptionSession {
     })
     this.d.onKeysChanged?.()
     this.wakeAll()
+    await this.registerActive()
   }
 
   private addKey(keyId: number, purpose: Purpose, dek: Uint8Array, epoch: number, registered: boolean): void {
@@ -300,6 +310,8 @@ export class EncryptionSession {
             return
           }
           k.registered = true
+          this.previous.get(keyId)?.dek.fill(0)
+          this.previous.delete(keyId)
           this.d.log.info("registration committed", {
             key_id: keyId,
             local_epoch: k.epoch,
@@ -352,7 +364,7 @@ export class EncryptionSession {
 
   /** The DEK of `keyId` for opening (any unretired DEK this session holds). */
   dek(keyId: number): Uint8Array | undefined {
-    return this.keys.get(keyId)?.dek
+    return (this.keys.get(keyId) ?? this.previous.get(keyId))?.dek
   }
 
   /**
@@ -365,17 +377,23 @@ export class EncryptionSession {
     const active = st.active[purpose]
     if (active === 0) return "wait"
     const k = this.keys.get(active)
-    if (k?.registered === true) {
+    // This session's registered key, else the superseded session's until this one's 0x03 commits.
+    const registered = (id: number): SessionKey | undefined => {
+      const c = this.keys.get(id)
+      return c?.registered === true ? c : this.previous.get(id)
+    }
+    const current = registered(active)
+    if (current !== undefined) {
       this.lastSealing[purpose] = active
-      return k
+      return current
     }
     // The previous active DEK this session sealed under, else any registered one of the purpose.
     const usable = (c: SessionKey | undefined) =>
       c !== undefined && c.purpose === purpose && c.registered && st.keys[String(c.keyId)]?.retired !== true
-    let fallback: SessionKey | undefined = this.keys.get(this.lastSealing[purpose])
+    let fallback: SessionKey | undefined = registered(this.lastSealing[purpose])
     if (!usable(fallback)) {
       fallback = undefined
-      for (const c of this.keys.values()) if (usable(c)) fallback = c
+      for (const c of [...this.previous.values(), ...this.keys.values()]) if (usable(c)) fallback = c
     }
     if (k !== undefined && fallback !== undefined) return fallback
     if (this.exhausted.has(active)) return "exhausted"

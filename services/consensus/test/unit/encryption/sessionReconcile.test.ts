@@ -31,9 +31,15 @@ const bootstrapped: EncState = {
   keys: { "11": { purpose: "storage", retired: false }, "12": { purpose: "raft", retired: false } },
 }
 
-/** A keystore holding `held` DEKs (at local epoch `local`), sealing each session's hand-over. */
+/** A keystore holding `held` DEKs (from local epoch `local`), sealing each session's hand-over. */
 const fakeKeystore = (held: () => readonly number[], local: number) => {
   const sessions: string[] = []
+  const epochs = new Map<number, number>()
+  const next = (id: number, floor: number) => {
+    const e = Math.max(epochs.get(id) ?? local, floor) + 1
+    epochs.set(id, e)
+    return e
+  }
   const ks = {
     liveness: async () => ({ ready: true, encryption_capable: true }),
     session: async (req: { session_id: string; public_key: Uint8Array; floors: Record<string, number> }) => {
@@ -49,7 +55,7 @@ const fakeKeystore = (held: () => readonly number[], local: number) => {
             keyId: id,
             purpose: id === 12 ? ("raft" as const) : ("storage" as const),
             dek: new Uint8Array(32).fill(id),
-            localEpoch: Math.max(local, req.floors[String(id)] ?? 0) + 1,
+            localEpoch: next(id, req.floors[String(id)] ?? 0),
           })),
         }),
         key_ids: [...ids],
@@ -130,6 +136,52 @@ describe("EncryptionSession.reconcile", () => {
       s.reconcile()
       await new Promise((r) => setTimeout(r, 20))
       expect(sessions.length).toBe(2)
+    } finally {
+      s.close()
+    }
+  })
+
+  it("keeps sealing under the superseded session's registered key until the new one's 0x03 commits", async () => {
+    const st = bootstrapped
+    const { ks, sessions } = fakeKeystore(() => [11, 12], 0)
+    const gates: (() => void)[] = []
+    let hold = false
+    const s = new EncryptionSession({
+      nodeId: "n1",
+      fullNodeId: 1n,
+      nodeSecret: async () => NODE_SECRET,
+      keystore: ks,
+      state: () => st,
+      floors: async () => ({ floors: {}, asOfIndex: 40 }),
+      register: async () => {
+        if (hold) await new Promise<void>((r) => gates.push(r))
+        return { _tag: "Committed" }
+      },
+      log,
+      onRejected: () => undefined,
+    })
+    try {
+      await s.start()
+      const first = s.sealingKey("storage") as SessionKey
+      expect(first.epoch).toBe(1)
+      first.counter.next()
+      hold = true
+      const second = s.start()
+      await until(
+        "superseded",
+        () => sessions.length === 2 && s.sessionId === sessions[1] && gates.length > 0,
+      )
+      // The new session's key waits for its 0x03: the old (registered) one keeps sealing, same counter.
+      expect(s.sealingKey("storage")).toBe(first)
+      expect(s.dek(11)).toEqual(new Uint8Array(32).fill(11))
+      hold = false
+      for (const g of gates.splice(0)) g()
+      await second
+      const now = s.sealingKey("storage") as SessionKey
+      expect(now).not.toBe(first)
+      expect(now.epoch).toBe(2)
+      // The superseded DEK copy is wiped once it is no longer usable.
+      expect(first.dek.every((b) => b === 0)).toBe(true)
     } finally {
       s.close()
     }
