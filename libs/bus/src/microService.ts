@@ -3,13 +3,15 @@
 // every request gets exactly one reply (CONTRACT §1).
 import { type Service, Svcm } from "@nats-io/services"
 import type { Msg } from "@nats-io/transport-node"
-import { Data, Effect, type Scope } from "effect"
+import { Cause, Data, Effect, type Scope } from "effect"
 import { errorMessage, Nats } from "./connection.ts"
+import { type LaneHandler, laneOutcome } from "./promiseLane.ts"
 import {
   type DispatchOptions,
   type HandlerSpec,
   makeDispatcher,
   makeProcess,
+  outcomeOfCause,
   type Process,
 } from "./responder.ts"
 
@@ -18,14 +20,17 @@ import {
 // the transport's connection and messages are passed across as they are.
 type SvcmConnection = ConstructorParameters<typeof Svcm>[0]
 
-/** An endpoint with its request/reply types closed over (build it with `endpoint`). */
+/** An endpoint with its request/reply types closed over (build it with `endpoint` or `laneEndpoint`). */
 export interface Endpoint<R> {
+  /** The fiber path; for a lane endpoint, the same handler run as an Effect (not used by serveMicro). */
+  readonly process: Process<R>
+  /** When set, serveMicro answers through the promise lane instead of `process`. */
+  readonly lane?: LaneHandler<never, never> | undefined
   readonly name: string
   readonly subject: string
   /** Overrides the service's queue group; `""` subscribes without a queue. */
   readonly queue?: string | undefined
   readonly metadata?: Record<string, string> | undefined
-  readonly process: Process<R>
   /**
    * Looked at before the message is decoded: returns true when it has passed the
    * message on (e.g. republished it to the node that answers it, with the
@@ -41,6 +46,30 @@ export interface EndpointSpec<Req, Rep, R> extends HandlerSpec<Req, Rep, R> {
   readonly metadata?: Record<string, string> | undefined
   readonly route?: ((msg: Msg) => boolean) | undefined
 }
+
+export interface LaneEndpointSpec<Req, Rep> extends LaneHandler<Req, Rep> {
+  readonly name: string
+  readonly subject: string
+  readonly queue?: string | undefined
+  readonly metadata?: Record<string, string> | undefined
+  readonly route?: ((msg: Msg) => boolean) | undefined
+}
+
+/** Declares a hot endpoint answered by a promise handler (`promiseLane.ts`), not a fiber. */
+export const laneEndpoint = <Req, Rep>(spec: LaneEndpointSpec<Req, Rep>): Endpoint<never> => ({
+  name: spec.name,
+  subject: spec.subject,
+  queue: spec.queue,
+  metadata: spec.metadata,
+  route: spec.route,
+  lane: spec as unknown as LaneHandler<never, never>,
+  process: (msg) =>
+    Effect.promise(() => laneOutcome(spec, msg)).pipe(
+      Effect.flatMap((o) =>
+        o._tag === "Defect" ? outcomeOfCause(spec.name, msg.subject, Cause.die(o.error)) : Effect.succeed(o),
+      ),
+    ),
+})
 
 /** Declares an endpoint; `request`/`reply` are schemas (strict JSON) or custom codecs. */
 export const endpoint = <Req, Rep, R = never>(spec: EndpointSpec<Req, Rep, R>): Endpoint<R> => ({
@@ -111,7 +140,8 @@ export const serveMicro = <R = never>(
                   if (err !== null) return
                   const m = msg as unknown as Msg
                   if (routed(ep, m)) return
-                  dispatcher.dispatch(ep.name, ep.process, m)
+                  if (ep.lane !== undefined) dispatcher.dispatchLane(ep.name, ep.lane, m)
+                  else dispatcher.dispatch(ep.name, ep.process, m)
                 },
               })
             }

@@ -2,12 +2,15 @@
 // to completion in its own fiber; whatever happens — decode failure, typed
 // ApiError, defect, interruption, reply too large — the requester gets a
 // reply (success or CONTRACT §1 error), and the process keeps running.
-import { randomUUID } from "node:crypto"
 import { ApiError } from "@ekv/wire"
 import { type Msg, type MsgHdrs, headers as natsHeaders } from "@nats-io/transport-node"
 import { Cause, Duration, Effect, FiberSet, type Scope, Semaphore } from "effect"
 import { type ErrorReply, errorReply, ServiceErrorCodeHeader, ServiceErrorHeader } from "./errorReply.ts"
+import { correlationId, internalError, type Outcome } from "./outcome.ts"
 import { type ReplyEncoder, type RequestDecoder, toDecodeFn, toEncodeFn } from "./payload.ts"
+import { type LaneHandler, PromiseLane } from "./promiseLane.ts"
+
+export { correlationId, internalError, type Outcome }
 
 /** What a handler sees besides its decoded request. */
 export interface RequestContext {
@@ -28,20 +31,8 @@ export interface HandlerSpec<Req, Rep, R> {
   readonly handler: Handler<Req, Rep, R>
 }
 
-/** The reply computed for one message. */
-export type Outcome =
-  | { readonly _tag: "Success"; readonly data: Uint8Array }
-  | { readonly _tag: "Failure"; readonly error: ApiError.ApiError }
-
 /** A handler with its request/reply types closed over: message in, outcome out, never failing. */
 export type Process<R> = (msg: Msg) => Effect.Effect<Outcome, never, R>
-
-/** A fresh correlation id for an Internal reply (CONTRACT §1: `details.id`). */
-export const correlationId = (): string => randomUUID()
-
-/** The Internal error for a bug, carrying its correlation id. */
-export const internalError = (id: string, message = "internal error"): ApiError.Internal =>
-  new ApiError.Internal({ message, details: { id } })
 
 /**
  * Builds the per-message computation of a spec. `label` names the endpoint in
@@ -106,21 +97,32 @@ export const errorHeaders = (reply: ErrorReply): MsgHdrs => {
 /** Publishes `outcome` to `msg.reply`; a failed publish (e.g. over max_payload) falls back to Internal. */
 export const sendOutcome = (label: string, msg: Msg, outcome: Outcome): Effect.Effect<void> =>
   Effect.suspend(() => {
-    if (msg.reply === undefined || msg.reply === "") return Effect.void
-    try {
-      sendRaw(msg, outcome)
-      return Effect.void
-    } catch (e) {
-      const id = correlationId()
-      const fallback: Outcome = { _tag: "Failure", error: internalError(id, "reply could not be sent") }
-      try {
-        sendRaw(msg, fallback)
-      } catch {
-        // The connection itself is gone; nothing more can reach the requester.
-      }
-      return logInternal(id, label, msg.subject, "reply could not be sent", Cause.die(e))
-    }
+    const failed = sendOutcomeNow(msg, outcome)
+    return failed === undefined
+      ? Effect.void
+      : logInternal(failed.id, label, msg.subject, "reply could not be sent", Cause.die(failed.error))
   })
+
+/**
+ * `sendOutcome` without Effect: publishes now; when that fails, sends the
+ * Internal fallback and returns its correlation id and the error to log.
+ */
+export const sendOutcomeNow = (msg: Msg, outcome: Outcome): { id: string; error: unknown } | undefined => {
+  if (msg.reply === undefined || msg.reply === "") return undefined
+  try {
+    sendRaw(msg, outcome)
+    return undefined
+  } catch (e) {
+    const id = correlationId()
+    const fallback: Outcome = { _tag: "Failure", error: internalError(id, "reply could not be sent") }
+    try {
+      sendRaw(msg, fallback)
+    } catch {
+      // The connection itself is gone; nothing more can reach the requester.
+    }
+    return { id, error: e }
+  }
+}
 
 const sendRaw = (msg: Msg, outcome: Outcome): void => {
   if (outcome._tag === "Success") {
@@ -143,6 +145,8 @@ export interface DispatchOptions {
 /** Accepts messages from a NATS callback and runs them as bounded concurrent fibers. */
 export interface Dispatcher<R> {
   readonly dispatch: (label: string, process: Process<R>, msg: Msg) => void
+  /** Runs a promise handler (`promiseLane.ts`) under the same limits and shutdown. */
+  readonly dispatchLane: <Req, Rep>(label: string, handler: LaneHandler<Req, Rep>, msg: Msg) => void
   /** Runs a side task (e.g. logging from a NATS callback) with the same context and lifetime. */
   readonly background: (effect: Effect.Effect<void, never, R>) => void
   /** Waits (bounded by the grace period) for in-flight requests. */
@@ -199,11 +203,37 @@ export const makeDispatcher = <R>(
       run(handled)
     }
 
-    const settle = FiberSet.awaitEmpty(set).pipe(Effect.timeoutOption(grace), Effect.asVoid)
     const background = (effect: Effect.Effect<void, never, R>): void => {
       run(effect)
     }
-    return { dispatch, background, settle }
+    const logDefect = (
+      id: string,
+      label: string,
+      subject: string,
+      message: string,
+      cause: Cause.Cause<unknown>,
+    ) => background(logInternal(id, label, subject, message, cause))
+    const lane = new PromiseLane(
+      {
+        send: (label, msg, outcome) => {
+          const failed = sendOutcomeNow(msg, outcome)
+          if (failed !== undefined)
+            logDefect(failed.id, label, msg.subject, "reply could not be sent", Cause.die(failed.error))
+        },
+        logDefect,
+      },
+      { maxConcurrent, maxPending },
+    )
+    const dispatchLane = <Req, Rep>(label: string, handler: LaneHandler<Req, Rep>, msg: Msg): void =>
+      lane.dispatch(label, handler, msg)
+    const settle = Effect.all(
+      [
+        FiberSet.awaitEmpty(set).pipe(Effect.timeoutOption(grace), Effect.asVoid),
+        Effect.promise(() => lane.settle(Duration.toMillis(grace))),
+      ],
+      { concurrency: "unbounded", discard: true },
+    )
+    return { dispatch, dispatchLane, background, settle }
   })
 
 const shedLoad = (label: string, msg: Msg): void => {

@@ -7,7 +7,7 @@
 // knows no leader answers itself (InvalidArgument or NoLeader). Writes are acknowledged after
 // commit and apply on the leader; reads are linearizable through ReadIndex
 // unless `serializable` (local state).
-import { endpoint, type Nats, serveMicro, serveSubject } from "@ekv/bus"
+import { laneEndpoint, type Nats, serveMicro, serveSubjectLane } from "@ekv/bus"
 import {
   ApiError,
   encodeEntry,
@@ -25,7 +25,7 @@ import {
   Tag,
 } from "@ekv/wire"
 import type { Msg, NatsConnection } from "@nats-io/transport-node"
-import { Effect, Result } from "effect"
+import { Effect, type Result } from "effect"
 import type { EntryOutcome } from "../fsm/applier.ts"
 import { OpenFailure, type ValueSealer } from "../fsm/valueSealer.ts"
 import { NotLeader, type RaftNode } from "../node/raftNode.ts"
@@ -61,13 +61,6 @@ export const fromPromise = <A>(f: () => Promise<A>): Effect.Effect<A, ApiError.A
           ? Effect.fail(r.error)
           : Effect.die(r.error),
   )
-
-const decoderOf =
-  <A>(decode: (b: Uint8Array) => Result.Result<A, ApiError.ApiError>) =>
-  (data: Uint8Array) => {
-    const r = decode(data)
-    return Result.isSuccess(r) ? Effect.succeed(r.success) : Effect.fail(r.failure)
-  }
 
 const noLeader = () =>
   new ApiError.Unavailable({ message: "no leader is known; retry", details: { reason: "NoLeader" } })
@@ -275,8 +268,11 @@ export const serveKv = (c: KvContext) =>
       Effect.sync(() => new RequestRelay(c.nc)),
       (r) => Effect.sync(() => r.close()),
     )
-    const handler = (op: KvOpName, forwarded: boolean) => (req: never) =>
-      fromPromise(() => (h[op] as (r: unknown, f: boolean) => Promise<unknown>).call(h, req, forwarded))
+    const handle = (op: KvOpName, forwarded: boolean) => (req: never) =>
+      (h[op] as (r: unknown, f: boolean) => Promise<unknown>).call(h, req, forwarded)
+    const decode = (op: KvOpName) =>
+      kvApi[op].decodeRequest as (b: Uint8Array) => Result.Result<never, ApiError.ApiError>
+    const encode = (op: KvOpName) => kvApi[op].encodeReply as (v: unknown) => Uint8Array
     yield* serveMicro({
       name: s.service.kv,
       version: "0.1.0",
@@ -284,28 +280,24 @@ export const serveKv = (c: KvContext) =>
       queue: s.service.kv,
       maxConcurrent: 1024,
       endpoints: OPS.map((op) =>
-        endpoint({
+        laneEndpoint({
           name: op,
           subject: s.kv.op(op),
-          request: decoderOf(
-            kvApi[op].decodeRequest as (b: Uint8Array) => Result.Result<never, ApiError.ApiError>,
-          ),
-          reply: kvApi[op].encodeReply as (v: unknown) => Uint8Array,
-          handler: handler(op, false),
+          decode: decode(op),
+          encode: encode(op),
+          handle: handle(op, false),
           route: forwardToLeader(c, relay, op),
         }),
       ),
     })
     for (const op of OPS) {
-      yield* serveSubject({
+      yield* serveSubjectLane({
         subject: internalAdminSubject(c.prefix, c.node.id, "kv", op),
         label: `internal kv ${op}`,
         maxConcurrent: 1024,
-        request: decoderOf(
-          kvApi[op].decodeRequest as (b: Uint8Array) => Result.Result<never, ApiError.ApiError>,
-        ),
-        reply: kvApi[op].encodeReply as (v: unknown) => Uint8Array,
-        handler: handler(op, true),
+        decode: decode(op),
+        encode: encode(op),
+        handle: handle(op, true),
       })
     }
   })
