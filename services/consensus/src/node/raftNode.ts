@@ -10,6 +10,7 @@
 // snapshots (and compacts), and halts on node-local faults without blocking
 // the Raft loop (the node keeps storing entries as a follower).
 import { randomBytes } from "node:crypto"
+import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { ApiError, encodeEntry, type HaltCode, Tag } from "@ekv/wire"
 import type { NatsConnection } from "@nats-io/transport-node"
@@ -20,6 +21,7 @@ import type { Log } from "../log.ts"
 import type { ConsensusMetrics } from "../metrics.ts"
 import {
   type ConfChange,
+  type ConfState,
   type Entry,
   entrySize,
   type Message,
@@ -27,6 +29,7 @@ import {
   RawNode,
   type Ready,
   Role,
+  type SnapshotMeta,
   type SnapshotRequest,
   type SoftState,
 } from "../raft/mod.ts"
@@ -177,7 +180,7 @@ export class RaftNode {
     this.sender = new SnapshotSender(
       o.nc,
       o.prefix,
-      o.snapshotDir,
+      (meta) => this.prepareSnapshot(meta),
       (to, ok) => {
         this.core.reportSnapshot(to, ok)
         this.kick()
@@ -388,8 +391,8 @@ export class RaftNode {
   async snapshotNow(): Promise<number> {
     const target = this.applier.appliedIndex
     // One already being written may be older than what is applied now: then take another.
-    const index = await this.takeSnapshot()
-    return index >= target ? index : this.takeSnapshot()
+    const index = await this.takeSnapshot("file")
+    return index >= target ? index : this.takeSnapshot("file")
   }
 
   // ---------------------------------------------------------------- Raft loop
@@ -624,76 +627,152 @@ export class RaftNode {
 
   // ---------------------------------------------------------------- snapshots
 
-  /** Starts a snapshot when due; applying goes on while its file is written. */
+  // Two kinds of snapshot. Every EKV_SNAPSHOT_ENTRIES entries (or bytes) a
+  // CHECKPOINT: the state machine is made durable through its applied index
+  // (one synced LevelDB write) and the log is compacted up to it — the state
+  // database is the snapshot, so the cost does not grow with the data. A
+  // snapshot FILE (a full export) is written only when it is needed: for a
+  // follower that must install one (prepareSnapshot), or on request
+  // (snapshotNow, `ekv cluster snapshot`). Writing a file of the whole store
+  // every 10,000 entries made write throughput fall as the store grew.
+
+  /** Starts a checkpoint when due. */
   private maybeSnapshot(): void {
     const applied = this.applier.appliedIndex
     const bytesLimit = this.o.snapshotBytes ?? DEFAULT_SNAPSHOT_BYTES
     if (this.snapshotRunning !== null) return
     if (applied - this.lastSnapshotIndex >= this.o.snapshotEntries || this.bytesSinceSnapshot >= bytesLimit) {
-      this.takeSnapshot().catch((e: unknown) => {
+      this.takeSnapshot("checkpoint").catch((e: unknown) => {
         this.log.error("automatic snapshot failed", { error: String(e) })
       })
     }
   }
 
-  /** The snapshot being taken, if any: a request meanwhile gets that one. */
+  /** The snapshot being taken, if any (one at a time). */
   private snapshotRunning: Promise<number> | null = null
 
-  private takeSnapshot(): Promise<number> {
+  private takeSnapshot(kind: "checkpoint" | "file"): Promise<number> {
     if (this.snapshotRunning !== null) return this.snapshotRunning
-    const p = this.writeSnapshot().finally(() => {
+    const p = (kind === "file" ? this.writeSnapshot() : this.checkpoint()).finally(() => {
       this.snapshotRunning = null
     })
     this.snapshotRunning = p
     return p
   }
 
-  /**
-   * Exports the state machine at its applied index to a durable snapshot file,
-   * then records the snapshot in the log store and compacts the core's log.
-   * Only what the file holds is compacted (a restart that finds the state
-   * machine behind the mark re-installs the file). The view (LevelDB snapshot,
-   * keystore attachments, membership) is taken under the apply lock; the file
-   * is written outside it, so applying does not stall for the export.
-   */
-  private async writeSnapshot(): Promise<number> {
+  /** Makes the applied state durable and compacts the log up to it (no file). */
+  private async checkpoint(): Promise<number> {
     const t0 = performance.now()
     const taken = await this.smSerial.run(async () => {
       const applied = this.applier.appliedIndex
       if (applied <= this.core.raft.log.snapshot.index) return null
+      // Applies are written without fsync; one synced write makes all of them durable.
+      await this.sm.syncApplied()
+      return { index: applied, conf: this.applier.membership }
+    })
+    if (taken === null) return this.core.raft.log.snapshot.index
+    const index = await this.compactTo(taken.index, taken.conf)
+    if (index === taken.index) {
+      this.metrics.snapshots.inc({ kind: "checkpoint" })
+      this.log.info("log compacted", { index, ms: Math.round(performance.now() - t0) })
+    }
+    return index
+  }
+
+  /** Records the snapshot mark and compacts the core's log; the state must be durable through `index`. */
+  private async compactTo(index: number, conf: ConfState): Promise<number> {
+    const term = this.core.raft.log.term(index)
+    if (term === undefined || index <= this.core.raft.log.snapshot.index)
+      return this.core.raft.log.snapshot.index
+    await this.persistSerial.run(() => this.logStore.persist({ snapshot: snapshotMark(index, term, conf) }))
+    this.core.compact(index, conf)
+    this.lastSnapshotIndex = index
+    this.bytesSinceSnapshot = 0
+    this.kick()
+    return index
+  }
+
+  /**
+   * A durable snapshot file of the state machine at its applied index, with its
+   * metadata. The view (LevelDB snapshot, keystore attachments, membership) is
+   * taken under the apply lock; the file is written outside it, so applying
+   * does not stall for the export.
+   */
+  private async exportFile(): Promise<{
+    file: string
+    meta: SnapshotMeta
+    bytes: number
+    records: number
+  } | null> {
+    const taken = await this.smSerial.run(async () => {
+      const applied = this.applier.appliedIndex
+      const term = this.core.raft.log.term(applied)
+      if (term === undefined) return null
       const attachments = await this.o.snapshotAttachments?.()
       const view = await this.sm.openExport({
         expectIndex: applied,
         ...(attachments === undefined ? {} : { attachments }),
       })
-      return { view, conf: this.applier.membership }
+      return { view, meta: { index: applied, term, confState: this.applier.membership } }
     })
-    if (taken === null) return this.core.raft.log.snapshot.index
-    const { view, conf } = taken
-    let exp: Awaited<ReturnType<typeof view.write>>
+    if (taken === null) return null
+    const { view, meta } = taken
     try {
-      exp = await view.write(this.o.snapshotDir)
+      const exp = await view.write(this.o.snapshotDir)
+      const out = { file: exp.path, meta, bytes: exp.bytes, records: exp.records }
+      this.lastExport = out
+      return out
     } finally {
       await view.close()
     }
-    const term = this.core.raft.log.term(exp.index)
-    if (term === undefined || exp.index <= this.core.raft.log.snapshot.index)
+  }
+
+  /** The newest snapshot file this node wrote (to send again while it is recent enough). */
+  private lastExport: { file: string; meta: SnapshotMeta } | null = null
+  private exportRunning: ReturnType<RaftNode["exportFile"]> | null = null
+
+  /**
+   * The file to send a follower whose next entry the log no longer holds: one
+   * at or after the core's snapshot when this node has it, else a fresh export
+   * at the applied index (one export at a time, shared by every follower).
+   */
+  private async prepareSnapshot(meta: SnapshotMeta): Promise<{ file: string; meta: SnapshotMeta } | null> {
+    const last = this.lastExport
+    if (last !== null && last.meta.index >= meta.index && (await fileExists(last.file))) return last
+    if (this.exportRunning === null) {
+      this.exportRunning = this.exportFile().finally(() => {
+        this.exportRunning = null
+      })
+    }
+    const t0 = performance.now()
+    const exp = await this.exportRunning
+    if (exp !== null && exp !== last) {
+      this.metrics.snapshots.inc({ kind: "exported" })
+      this.log.info("snapshot file written to send", {
+        index: exp.meta.index,
+        bytes: (exp as { bytes?: number }).bytes,
+        ms: Math.round(performance.now() - t0),
+      })
+    }
+    return exp === null || exp.meta.index < meta.index ? null : exp
+  }
+
+  /** A snapshot file at the applied index, then compaction up to it (`ekv cluster snapshot`). */
+  private async writeSnapshot(): Promise<number> {
+    const t0 = performance.now()
+    if (this.applier.appliedIndex <= this.core.raft.log.snapshot.index && this.lastExport !== null)
       return this.core.raft.log.snapshot.index
-    await this.persistSerial.run(() =>
-      this.logStore.persist({ snapshot: snapshotMark(exp.index, term, conf) }),
-    )
-    this.core.compact(exp.index, conf)
-    this.lastSnapshotIndex = exp.index
-    this.bytesSinceSnapshot = 0
+    const exp = await this.exportFile()
+    if (exp === null) return this.core.raft.log.snapshot.index
+    const index = await this.compactTo(exp.meta.index, exp.meta.confState)
     this.metrics.snapshots.inc({ kind: "taken" })
     this.log.info("snapshot taken", {
-      index: exp.index,
+      index: exp.meta.index,
       bytes: exp.bytes,
       records: exp.records,
       ms: Math.round(performance.now() - t0),
     })
-    this.kick()
-    return exp.index
+    return index
   }
 
   /** A snapshot received from the leader (already verified on disk): restore, persist, advance. */
@@ -736,3 +815,9 @@ export class RaftNode {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+const fileExists = (file: string): Promise<boolean> =>
+  fs.stat(file).then(
+    () => true,
+    () => false,
+  )

@@ -1,5 +1,7 @@
 // InstallSnapshot in chunks (SPEC §2). When the core emits a Snap message for
-// follower X, the leader streams its snapshot file at that index to X by
+// follower X, the leader streams a snapshot file to X — the one its node
+// prepares for it (`PrepareSnapshot`: at the core's snapshot index or, when
+// no file was written there, a fresh one at the applied index) — by
 // request/reply over `<p>.internal.<X>.raft.snap`, one chunk at a time, each
 // acknowledged before the next (bounded memory on both sides). X writes the
 // chunks to a temp file, verifies the whole file (framing, count, SHA-256),
@@ -16,7 +18,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { subjects } from "@ekv/wire"
 import type { NatsConnection, Subscription } from "@nats-io/transport-node"
-import type { NodeId, SnapshotRequest } from "../raft/mod.ts"
+import type { NodeId, SnapshotMeta, SnapshotRequest } from "../raft/mod.ts"
 import { fsyncDir, readChunks, snapshotFileName, verifySnapshotFile } from "../stateMachine/snapshotDir.ts"
 
 export const CHUNK_BYTES = 512 * 1024
@@ -86,25 +88,33 @@ export interface SnapshotTransferLog {
   warn(message: string, fields?: Record<string, unknown>): void
 }
 
+/**
+ * The file to send for a Snap message whose core snapshot is `meta`, with the
+ * metadata of what the file holds (its index may be later than `meta`'s: the
+ * follower then skips the entries the file already covers); null when there is
+ * none to send now (the core asks again later).
+ */
+export type PrepareSnapshot = (meta: SnapshotMeta) => Promise<{ file: string; meta: SnapshotMeta } | null>
+
 /** The leader side: one transfer per follower at a time. */
 export class SnapshotSender {
   private readonly active = new Map<NodeId, { aborted: boolean }>()
   private readonly nc: NatsConnection
   private readonly prefix: string
-  private readonly snapshotDir: string
+  private readonly prepare: PrepareSnapshot
   private readonly report: (to: NodeId, ok: boolean) => void
   private readonly log: SnapshotTransferLog
 
   constructor(
     nc: NatsConnection,
     prefix: string,
-    snapshotDir: string,
+    prepare: PrepareSnapshot,
     report: (to: NodeId, ok: boolean) => void,
     log: SnapshotTransferLog,
   ) {
     this.nc = nc
     this.prefix = prefix
-    this.snapshotDir = snapshotDir
+    this.prepare = prepare
     this.report = report
     this.log = log
   }
@@ -134,8 +144,12 @@ export class SnapshotSender {
   }
 
   private async run(m: SnapshotRequest, state: { aborted: boolean }): Promise<boolean> {
-    const meta = m.snapshot.meta
-    const file = path.join(this.snapshotDir, snapshotFileName(meta.index))
+    const prepared = await this.prepare(m.snapshot.meta)
+    if (prepared === null) {
+      this.log.warn("no snapshot file to send", { to: m.to, index: m.snapshot.meta.index })
+      return false
+    }
+    const { file, meta } = prepared
     const size = await fs.stat(file).then(
       (s) => s.size,
       () => -1,

@@ -1,4 +1,5 @@
-// (3) A node whose data dir is wiped rejoins through a snapshot and ends with identical state.
+// (3) A node whose data dir is wiped rejoins through a snapshot (a file the leader writes for
+//     it: automatic snapshots are checkpoints without one) and ends with identical state.
 // (4) A learner added under load catches up (through a snapshot) and is promoted.
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type ProcessCluster, startProcessCluster } from "../../../../test/src/processCluster.ts"
@@ -40,6 +41,13 @@ describe("snapshots", () => {
     await c.waitForApplied(top, c.running(), 60_000)
     const installed = await c.logEntries(victim, "snapshot installed")
     expect(installed.length).toBeGreaterThan(0)
+    // Automatic snapshots are checkpoints (no file); the file the victim installed was
+    // written for it, at the leader's applied index, when it needed one.
+    expect((await c.logEntries(leader, "log compacted")).length).toBeGreaterThan(0)
+    expect(await c.logEntries(leader, "snapshot taken")).toEqual([])
+    const sent = await c.logEntries(leader, "snapshot file written to send")
+    expect(sent.length).toBeGreaterThan(0)
+    expect(installed.map((e) => e.index)).toContain(sent[0]!.index)
     const ref = await readAllOn(c, leader, "")
     const mine = await readAllOn(c, victim, "")
     expect(missingFrom(w.acked, mine)).toEqual([])
