@@ -17,6 +17,8 @@ import { logToFiles, PortAllocator, type RunningTarget, sleep } from "../targets
 /** Consensus log messages kept in memory (every other line only goes to the log file). */
 const KEPT = new Set([
   "snapshot taken",
+  "log compacted",
+  "snapshot file written to send",
   "snapshot installed",
   "sending snapshot",
   "snapshot sent",
@@ -83,6 +85,8 @@ export class ScaleCluster {
   /** Processes this script started again after stopping the supervisor's copy. */
   private readonly own = new Map<string, ChildProcess>()
   private readonly stoppedOnPurpose: Set<string>
+  /** Restarted children being stopped on purpose (their exit is not news). */
+  private readonly stopping = new WeakSet<ChildProcess>()
   private readonly closeLogs: () => void
 
   private constructor(o: {
@@ -235,10 +239,14 @@ export class ScaleCluster {
     const pid = this.pid(name)
     if (pid === undefined) throw new Error(`${name} is not running`)
     this.stoppedOnPurpose.add(name)
+    const mine = this.own.get(name)
+    const exited = (): boolean =>
+      mine !== undefined && mine.pid === pid ? mine.exitCode !== null || mine.signalCode !== null : gone(pid)
+    if (mine !== undefined) this.stopping.add(mine)
     const t0 = performance.now()
     process.kill(pid, "SIGTERM")
     let killed = false
-    while (!gone(pid)) {
+    while (!exited()) {
       if (!killed && performance.now() - t0 > timeoutMs) {
         process.kill(pid, "SIGKILL")
         killed = true
@@ -256,7 +264,6 @@ export class ScaleCluster {
   spawnProcess(name: string, readyTimeoutMs: number): { spawnedAt: number; ready: Promise<number> } {
     const spec = this.specs.find((s) => s.name === name)
     if (spec === undefined) throw new Error(`no process ${name} in the plan`)
-    this.stoppedOnPurpose.delete(name)
     const spawnedAt = performance.now()
     const child = spawn(spec.command, [...spec.args], {
       cwd: root,
@@ -287,8 +294,7 @@ export class ScaleCluster {
       child.once("exit", (code, signal) => {
         clearTimeout(timer)
         reject(new Error(`${name} exited before it was ready (${signal ?? `code ${code}`})`))
-        if (!this.stoppedOnPurpose.has(name))
-          console.log(`scale: ${name} exited (${signal ?? `code ${code}`})`)
+        if (!this.stopping.has(child)) console.log(`scale: ${name} exited (${signal ?? `code ${code}`})`)
       })
     })
     ready.catch(() => undefined)

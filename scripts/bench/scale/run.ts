@@ -41,7 +41,7 @@ interface Options {
 const usage = `usage: npm run bench:scale -- [options]
   --keys N              keys loaded with kv.batch before the second half (default 1000000)
   --phase P             plaintext | storage | raft (default plaintext; raft = both envelopes on)
-  --duration D          measured time per put point, e.g. 10s (default 10s, after a 1s warm-up)
+  --duration D          measured time per put point, e.g. 10s (default 20s, after a 1s warm-up)
   --concurrency N       concurrent puts (default 64)
   --value-size N        bytes per value, for the puts and the loaded keys (default 256)
   --single-puts N       single puts written after a snapshot before restart (c) (default 9000;
@@ -75,7 +75,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
   const o = {
     keys: 1_000_000,
     phase: "plaintext" as EkvPhase,
-    durationMs: 10_000,
+    durationMs: 20_000,
     concurrency: 64,
     valueSize: 256,
     singlePuts: 9000,
@@ -142,15 +142,23 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
   return o
 }
 
+/** EKV_SNAPSHOT_ENTRIES's default (the cluster is started without it). */
+const SNAPSHOT_ENTRIES = 10_000
+
 const say = (m: string) => console.log(`scale: ${m}`)
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e))
 const load = () => loadavg().map((l) => Math.round(l * 100) / 100)
 const round = (n: number, d = 1) => (Number.isFinite(n) ? Math.round(n * 10 ** d) / 10 ** d : Number.NaN)
 const mib = (bytes: number) => bytes / 2 ** 20
 
-/** One "snapshot taken" (or installed/sent) line, with the time since the run started. */
+/**
+ * One snapshot-work line, with the time since the run started: "snapshot taken" (a file of the
+ * whole store), "log compacted" (an automatic checkpoint), "snapshot file written to send",
+ * "snapshot installed", and the transfer lines.
+ */
 interface SnapshotLine {
   readonly process: string
+  readonly msg: string
   readonly atS: number
   readonly index?: number
   readonly bytes?: number
@@ -161,13 +169,21 @@ interface SnapshotLine {
 interface PutPoint extends RunResult {
   readonly label: string
   readonly keysStored: number
+  /** The measured window, seconds since the run started. */
+  readonly windowS: readonly [number, number]
+  /** Snapshots finished during the run. */
   readonly snapshotsDuring: ReadonlyArray<SnapshotLine>
+  /** Snapshots being written during any part of the measured window (filled in at the end). */
+  snapshotsOverlapping: ReadonlyArray<SnapshotLine>
   readonly loadAverage: ReadonlyArray<number>
 }
 
 interface SnapshotAll {
   readonly label: string
   readonly keysStored: number
+  readonly commitIndex: number
+  /** performance.now() when every node had its snapshot (or the wait ended). */
+  readonly doneAt: number
   readonly wallMs: number
   readonly error: string | null
   readonly reply: unknown
@@ -180,6 +196,7 @@ interface RestartResult {
   readonly keysStored: number
   readonly stopMs: number
   readonly stopKilled: boolean
+  readonly snapshotsWrittenWhileStopping: ReadonlyArray<SnapshotLine>
   readonly readyMs: number
   readonly healthOkMs: number
   readonly caughtUpMs: number
@@ -199,16 +216,26 @@ interface CatchUpResult {
   readonly healthOkMs: number
   readonly caughtUpMs: number
   readonly leaderCommitIndex: number
-  readonly transfer: ReadonlyArray<SnapshotLine & { readonly msg: string }>
+  readonly transfer: ReadonlyArray<SnapshotLine>
   readonly rssAfterMiB: number
   readonly error: string | null
 }
+
+/** Lines that say a node spent time on a snapshot or checkpoint (each has `ms`). */
+const WORK = new Set([
+  "snapshot taken",
+  "log compacted",
+  "snapshot file written to send",
+  "snapshot installed",
+])
+const isWork = (e: LogEvent): boolean => WORK.has(e.msg)
 
 let t0 = performance.now()
 const snapLine = (e: LogEvent): SnapshotLine => {
   const n = (k: string) => (typeof e.fields[k] === "number" ? (e.fields[k] as number) : undefined)
   return {
     process: e.process,
+    msg: e.msg,
     atS: round((e.at - t0) / 1000, 2),
     ...(n("index") === undefined ? {} : { index: n("index") }),
     ...(n("bytes") === undefined ? {} : { bytes: n("bytes") }),
@@ -256,26 +283,38 @@ const snapshotAll = async (
   timeoutMs: number,
 ): Promise<SnapshotAll> => {
   const since = performance.now()
-  say(`snapshot (${label}): ekv.admin.cluster.snapshot on every node`)
+  const commitIndex = (await cluster.status().catch(() => null))?.commit_index ?? 0
+  say(`snapshot (${label}): ekv.admin.cluster.snapshot on every node (commit index ${commitIndex})`)
   let reply: unknown = null
   let error: string | null = null
   try {
     reply = await cluster.request("admin.cluster.snapshot", {}, timeoutMs)
   } catch (e) {
     error = errorText(e)
-    say(`snapshot (${label}): ${error}; waiting for the nodes' "snapshot taken" lines`)
-    // The nodes go on snapshotting: wait for each one's line (up to the step limit).
+    say(`snapshot (${label}): ${error.slice(0, 300)}; waiting for the nodes' "snapshot taken" lines`)
+    // The nodes go on snapshotting (a request that finds one running gets another one at the
+    // applied index it saw once that one is written): wait for each node's line at or above the
+    // commit index of the request, or its success in the partial reply, up to the step limit.
+    const succeeded = new Set([...error.matchAll(/"node":"([a-z0-9-]+)","index":\d+/g)].map((m) => m[1]))
     while (performance.now() - since < timeoutMs) {
-      const nodes = new Set(cluster.eventsSince(since, "snapshot taken").map((e) => e.process))
-      if (NODES.every((n) => nodes.has(`consensus-${n}`))) break
-      await sleep(500)
+      const done = new Set(
+        cluster
+          .eventsSince(since, "snapshot taken")
+          .filter((e) => ((e.fields.index as number | undefined) ?? 0) >= commitIndex)
+          .map((e) => e.process.replace("consensus-", "")),
+      )
+      if (NODES.every((n) => done.has(n) || succeeded.has(n))) break
+      await sleep(250)
     }
   }
-  const wallMs = performance.now() - since
+  const wallMs = Math.max(
+    error === null ? performance.now() - since : 0,
+    ...cluster.eventsSince(since, "snapshot taken").map((e) => e.at - since),
+  )
   const taken = cluster.eventsSince(since, "snapshot taken").map(snapLine)
   for (const t of taken)
     say(`snapshot (${label}): ${t.process} index ${t.index}, ${round(mib(t.bytes ?? 0))} MiB, ${t.ms} ms`)
-  return { label, keysStored, wallMs, error, reply, taken }
+  return { label, keysStored, commitIndex, wallMs, doneAt: performance.now(), error, reply, taken }
 }
 
 const restartFollower = async (
@@ -291,15 +330,21 @@ const restartFollower = async (
   say(`restart (${label}): SIGTERM ${name} (commit index ${before.commit_index})`)
   const stopAt = performance.now()
   const snapshotsSince = cluster
-    .eventsSince(lastAdminSnapshotAt, "snapshot taken")
-    .filter((e) => e.process === name && e.at > lastAdminSnapshotAt + 1)
+    .eventsSince(lastAdminSnapshotAt)
+    .filter((e) => (e.msg === "snapshot taken" || e.msg === "log compacted") && e.process === name)
   const stop = await cluster.stopProcess(name)
+  const duringStop = cluster.eventsSince(stopAt).filter((e) => isWork(e) && e.process === name)
+  if (duringStop.length > 0)
+    say(
+      `restart (${label}): ${name} finished writing a snapshot after SIGTERM (${duringStop.map((e) => `index ${e.fields.index}, ${e.fields.ms} ms`).join("; ")}) before it exited`,
+    )
   const base = {
     label,
     node,
     keysStored,
     stopMs: stop.ms,
     stopKilled: stop.killed,
+    snapshotsWrittenWhileStopping: duringStop.map(snapLine),
     commitIndexAtStop: before.commit_index,
     snapshotsSinceLastAdminSnapshot: snapshotsSince.filter((e) => e.at < stopAt).map(snapLine),
   }
@@ -437,6 +482,22 @@ interface ScaleResults {
   totalSeconds?: number
 }
 
+/** "2 snapshot files (max 17 s), 5 checkpoints (max 120 ms)". */
+const workSummary = (lines: ReadonlyArray<SnapshotLine>): string => {
+  const part = (msg: string, what: string) => {
+    const ls = lines.filter((l) => l.msg === msg)
+    return ls.length === 0
+      ? null
+      : `${ls.length} ${what} (max ${f(Math.max(...ls.map((l) => l.ms ?? 0)), 0)} ms)`
+  }
+  const parts = [
+    part("snapshot taken", "snapshot files"),
+    part("snapshot file written to send", "files written to send"),
+    part("log compacted", "checkpoints"),
+  ].filter((p) => p !== null)
+  return parts.length === 0 ? "none" : parts.join(", ")
+}
+
 const format = (r: ScaleResults): string => {
   const out: string[] = []
   const keys = r.keysStored
@@ -451,18 +512,37 @@ const format = (r: ScaleResults): string => {
     )
     out.push(
       table(
-        ["store", "ops/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "errors", "snapshots during", "load avg"],
-        r.puts.map((p) => [
-          p.label,
-          f(p.opsPerSec, 0),
-          f(p.p50, 2),
-          f(p.p99, 2),
-          f(p.p999, 2),
-          f(p.max, 0),
-          String(p.errors),
-          String(p.snapshotsDuring.length),
-          p.loadAverage.join(" "),
-        ]),
+        [
+          "store",
+          "ops/s",
+          "p50 ms",
+          "p99 ms",
+          "p999 ms",
+          "max ms",
+          "errors",
+          "snapshot work overlapping (node-s busy)",
+          "load avg",
+        ],
+        r.puts.map((p) => {
+          // Node-seconds of the measured window during which some node was writing a snapshot.
+          const busy = p.snapshotsOverlapping.reduce(
+            (sum, t) =>
+              sum +
+              Math.max(0, Math.min(t.atS, p.windowS[1]) - Math.max(t.atS - (t.ms ?? 0) / 1000, p.windowS[0])),
+            0,
+          )
+          return [
+            p.label,
+            f(p.opsPerSec, 0),
+            f(p.p50, 2),
+            f(p.p99, 2),
+            f(p.p999, 2),
+            f(p.max, 0),
+            String(p.errors),
+            `${workSummary(p.snapshotsOverlapping)} (${f(busy, 1)})`,
+            p.loadAverage.join(" "),
+          ]
+        }),
       ),
     )
     const [e, l] = [r.puts[0], r.puts[1]]
@@ -504,14 +584,15 @@ const format = (r: ScaleResults): string => {
       ),
     )
     if (l.stoppedEarly !== null) out.push("", `stopped early: ${l.stoppedEarly}`)
-    out.push("", `snapshots taken while loading: ${l.snapshotsDuring.length}`)
+    out.push("", `snapshot work while loading: ${workSummary(l.snapshotsDuring)}`)
     if (l.snapshotsDuring.length > 0) {
       out.push(
         "",
         table(
-          ["process", "at s", "index", "MiB", "records", "ms"],
+          ["process", "line", "at s", "index", "MiB", "records", "ms"],
           l.snapshotsDuring.map((s) => [
             s.process,
+            s.msg,
             f(s.atS, 1),
             f(s.index, 0),
             f(mib(s.bytes ?? Number.NaN), 1),
@@ -742,14 +823,16 @@ const main = async (): Promise<void> => {
         ...run,
         label,
         keysStored: r.keysStored,
-        snapshotsDuring: c.eventsSince(since, "snapshot taken").map(snapLine),
+        windowS: [round((since + 1000 - t0) / 1000, 2), round((performance.now() - t0) / 1000, 2)],
+        snapshotsDuring: c.eventsSince(since).filter(isWork).map(snapLine),
+        snapshotsOverlapping: [],
         loadAverage: load(),
       }
       r.puts.push(point)
       // The put runs write new keys too (measured ones; the 1 s warm-up adds a few more).
       r.keysStored += run.ops
       say(
-        `puts (${label}): ${f(run.opsPerSec, 0)} ops/s, p50 ${f(run.p50, 2)} ms, p99 ${f(run.p99, 2)} ms, p999 ${f(run.p999, 2)} ms, ${run.errors} errors${run.firstError === null ? "" : ` (${run.firstError})`}, ${point.snapshotsDuring.length} snapshots meanwhile`,
+        `puts (${label}): ${f(run.opsPerSec, 0)} ops/s, p50 ${f(run.p50, 2)} ms, p99 ${f(run.p99, 2)} ms, p999 ${f(run.p999, 2)} ms, ${run.errors} errors${run.firstError === null ? "" : ` (${run.firstError})`}, snapshot work meanwhile: ${workSummary(point.snapshotsDuring)}`,
       )
       if (run.errors > 0) r.findings.push(`puts (${label}): ${run.errors} errors, first: ${run.firstError}`)
     }
@@ -761,7 +844,7 @@ const main = async (): Promise<void> => {
     // 3a. restart with the small store, right after a snapshot
     let snap = await snapshotAll(c, "small store", r.keysStored, options.stepTimeoutMs)
     r.snapshots.push(snap)
-    let snapAt = performance.now() - snap.wallMs
+    let snapAt = snap.doneAt
     r.restarts.push(await restartFollower(c, "(a) small store", r.keysStored, snapAt, options.stepTimeoutMs))
 
     // 1b. load N keys with kv.batch
@@ -796,12 +879,12 @@ const main = async (): Promise<void> => {
     r.keysStored += loadResult.loaded
     r.load = {
       ...loadResult,
-      snapshotsDuring: c.eventsSince(loadSince, "snapshot taken").map(snapLine),
+      snapshotsDuring: c.eventsSince(loadSince).filter(isWork).map(snapLine),
       peakRssMiB: peak,
       loadAverageEnd: load(),
     }
     say(
-      `loaded ${f(loadResult.loaded, 0)} keys in ${f(loadResult.seconds, 1)} s (${f(loadResult.keysPerSec, 0)} keys/s, batch p99 ${f(loadResult.batchP99, 0)} ms), ${r.load.snapshotsDuring.length} snapshots meanwhile`,
+      `loaded ${f(loadResult.loaded, 0)} keys in ${f(loadResult.seconds, 1)} s (${f(loadResult.keysPerSec, 0)} keys/s, batch p99 ${f(loadResult.batchP99, 0)} ms), snapshot work meanwhile: ${workSummary(r.load.snapshotsDuring)}`,
     )
     if (loadResult.stoppedEarly !== null)
       r.findings.push(
@@ -814,6 +897,9 @@ const main = async (): Promise<void> => {
     r.rss[loadedLabel] = c.rss()
     r.rss["peak while loading"] = peak
 
+    // The full store's snapshot on an idle cluster (it also ends any the load left running)
+    r.snapshots.push(await snapshotAll(c, "after loading", r.keysStored, options.stepTimeoutMs))
+
     // 1c. puts with N keys stored
     await measurePuts(`${f(r.keysStored, 0)} keys`)
     r.rss[`after puts on ${f(r.keysStored, 0)} keys`] = c.rss()
@@ -821,14 +907,14 @@ const main = async (): Promise<void> => {
     // Snapshot of the full store, then 3b: restart with N keys (little log since the snapshot)
     snap = await snapshotAll(c, `${f(r.keysStored, 0)} keys`, r.keysStored, options.stepTimeoutMs)
     r.snapshots.push(snap)
-    snapAt = performance.now() - snap.wallMs
+    snapAt = snap.doneAt
     r.restarts.push(await restartFollower(c, "(b) N keys", r.keysStored, snapAt, options.stepTimeoutMs))
 
     // 3c: N keys and many entries since the last snapshot
     if (options.singlePuts > 0) {
       snap = await snapshotAll(c, "before single puts", r.keysStored, options.stepTimeoutMs)
       r.snapshots.push(snap)
-      snapAt = performance.now() - snap.wallMs
+      snapAt = snap.doneAt
       say(`writing ${f(options.singlePuts, 0)} single puts (kv.put, concurrency ${options.concurrency})`)
       const p0 = performance.now()
       let error: string | null = null
@@ -852,17 +938,42 @@ const main = async (): Promise<void> => {
       r.restarts.push(restart)
       if (restart.snapshotsSinceLastAdminSnapshot.length > 0)
         r.findings.push(
-          `restart (c): ${restart.node} took ${restart.snapshotsSinceLastAdminSnapshot.length} snapshot(s) of its own while the single puts were written, so fewer entries were left to load`,
+          `restart (c): ${restart.node} took ${restart.snapshotsSinceLastAdminSnapshot.length} snapshot(s)/checkpoint(s) of its own while the single puts were written, so fewer entries were left to load`,
         )
     }
 
-    // 4. a wiped follower catching up through a snapshot (taken now, so it holds every key)
-    r.snapshots.push(await snapshotAll(c, "before wipe", r.keysStored, options.stepTimeoutMs))
+    // 4. a wiped follower catching up through a snapshot. First enough puts that the leader's
+    // automatic checkpoint compacts its log past the last snapshot file (as in a cluster that has
+    // been taking writes): it then has to write a fresh file of the whole store for the follower.
+    const topUp = Math.max(1000, SNAPSHOT_ENTRIES + 1000 - options.singlePuts)
+    const { leader } = await c.roles()
+    const topUpSince = performance.now()
+    say(`writing ${f(topUp, 0)} more single puts so that the leader's log is compacted past the last file`)
+    await g.preload("scale.topup", topUp, options.valueSize, options.concurrency).catch((e: unknown) => {
+      r.findings.push(`top-up puts before the wipe: ${errorText(e)}`)
+    })
+    r.keysStored += topUp
+    while (
+      !c.eventsSince(topUpSince, "log compacted").some((e) => e.process === `consensus-${leader}`) &&
+      performance.now() - topUpSince < 60_000
+    )
+      await sleep(250)
     r.catchUp = await wipedCatchUp(c, r.keysStored, options.stepTimeoutMs)
     r.rss.end = c.rss()
     for (const s of r.restarts) if (s.error !== null) r.findings.push(`restart ${s.label}: ${s.error}`)
     if (r.catchUp.error !== null) r.findings.push(`catch-up: ${r.catchUp.error}`)
-    for (const s of r.snapshots) if (s.error !== null) r.findings.push(`snapshot (${s.label}): ${s.error}`)
+    for (const s of r.snapshots)
+      if (s.error !== null) r.findings.push(`snapshot (${s.label}): ${s.error.slice(0, 400)}`)
+    for (const s of r.restarts)
+      if (s.snapshotsWrittenWhileStopping.length > 0)
+        r.findings.push(
+          `restart ${s.label}: SIGTERM took ${f(s.stopMs, 0)} ms: ${s.node} was writing a snapshot (${s.snapshotsWrittenWhileStopping.map((t) => `index ${t.index}, ${t.ms} ms`).join("; ")}) and exited only after it`,
+        )
+    const cu = r.catchUp
+    if (cu.error === null && cu.caughtUpMs - cu.healthOkMs > 1000)
+      r.findings.push(
+        `catch-up: ${cu.node}'s health said ok ${f(cu.healthOkMs, 0)} ms after the spawn, ${f(cu.caughtUpMs - cu.healthOkMs, 0)} ms before its applied index reached the commit index: health ok does not mean caught up`,
+      )
   } catch (e) {
     failed = true
     r.findings.push(`run failed: ${errorText(e)}`)
@@ -871,8 +982,13 @@ const main = async (): Promise<void> => {
     await generator?.close().catch(() => undefined)
     if (cluster !== null) {
       r.snapshotLines = cluster.events
-        .filter((e) => /snapshot/.test(e.msg))
+        .filter((e) => /snapshot|compacted/.test(e.msg))
         .map((e) => ({ ...snapLine(e), msg: e.msg }))
+      // A snapshot is being written from (finish - ms) to its "snapshot taken" line.
+      for (const p of r.puts)
+        p.snapshotsOverlapping = r.snapshotLines.filter(
+          (t) => WORK.has(t.msg) && t.atS >= p.windowS[0] && t.atS - (t.ms ?? 0) / 1000 <= p.windowS[1],
+        )
       const byKey = new Map<
         string,
         { process: string; level: unknown; msg: string; count: number; first: string }
