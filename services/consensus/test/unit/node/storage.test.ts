@@ -1,42 +1,8 @@
 import * as fs from "node:fs/promises"
-import * as os from "node:os"
 import * as path from "node:path"
-import { encodeEntry, Tag } from "@ekv/wire"
-import { afterEach, describe, expect, it } from "vitest"
-import { Applier } from "../../../src/fsm/applier.ts"
-import { keystoreUnavailableDispatcher } from "../../../src/fsm/encryptionDispatcher.ts"
-import { noFaults } from "../../../src/fsm/halt.ts"
-import { cleartextSealer } from "../../../src/fsm/valueSealer.ts"
+import { describe, expect, it } from "vitest"
 import { openStorage, RefuseStart, snapshotMark, toStored } from "../../../src/node/storage.ts"
-import type { Entry } from "../../../src/raft/mod.ts"
-
-const dirs: string[] = []
-afterEach(async () => {
-  for (const d of dirs.splice(0)) await fs.rm(d, { recursive: true, force: true })
-})
-
-const layout = async () => {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ekv-storage-"))
-  dirs.push(dir)
-  const stateDir = path.join(dir, "consensus", "state")
-  return {
-    nodeId: "n1",
-    peers: ["n1", "n2", "n3"],
-    raftDir: path.join(dir, "consensus", "raft"),
-    stateDir,
-    snapshotDir: path.join(stateDir, "snapshots"),
-  }
-}
-
-const put = (index: number, key: string): Entry => ({
-  index,
-  term: 1,
-  type: "Normal",
-  data: encodeEntry({ tag: Tag.KvOp, op: { op: "put", key, value: new TextEncoder().encode(key) } }),
-})
-
-const applierOf = (s: Awaited<ReturnType<typeof openStorage>>) =>
-  new Applier(s.sm, { sealer: cleartextSealer, dispatcher: keystoreUnavailableDispatcher, faults: noFaults })
+import { applierOf, layout, put } from "./storageFixture.ts"
 
 describe("node storage", () => {
   it("bootstraps a founding member once, starts a non-member empty, and reloads after a restart", async () => {

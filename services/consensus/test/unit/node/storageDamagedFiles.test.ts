@@ -2,51 +2,16 @@
 // CorruptLog naming the file and offset (SPEC §7), before LevelDB reads them
 // (docs/reliability.md, bug 4: LevelDB aborted the process on a damaged table).
 import * as fs from "node:fs/promises"
-import * as os from "node:os"
 import * as path from "node:path"
-import { encodeEntry, Tag } from "@ekv/wire"
-import { afterEach, describe, expect, it } from "vitest"
-import { Applier } from "../../../src/fsm/applier.ts"
-import { keystoreUnavailableDispatcher } from "../../../src/fsm/encryptionDispatcher.ts"
-import { noFaults } from "../../../src/fsm/halt.ts"
-import { cleartextSealer } from "../../../src/fsm/valueSealer.ts"
+import { describe, expect, it } from "vitest"
 import { openStorage, RefuseStart, toStored } from "../../../src/node/storage.ts"
-import type { Entry } from "../../../src/raft/mod.ts"
-
-const dirs: string[] = []
-afterEach(async () => {
-  for (const d of dirs.splice(0)) await fs.rm(d, { recursive: true, force: true })
-})
-
-const layout = async () => {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "ekv-storage-damage-"))
-  dirs.push(dir)
-  const stateDir = path.join(dir, "consensus", "state")
-  return {
-    nodeId: "n1",
-    peers: ["n1", "n2", "n3"],
-    raftDir: path.join(dir, "consensus", "raft"),
-    stateDir,
-    snapshotDir: path.join(stateDir, "snapshots"),
-  }
-}
-
-const put = (index: number, key: string): Entry => ({
-  index,
-  term: 1,
-  type: "Normal",
-  data: encodeEntry({ tag: Tag.KvOp, op: { op: "put", key, value: new TextEncoder().encode(key) } }),
-})
+import { applierOf, layout, put } from "./storageFixture.ts"
 
 /** A node with 400 applied entries; `reopen` turns each write-ahead log into a table. */
 const node = async (reopen: boolean) => {
-  const o = await layout()
+  const o = await layout("ekv-storage-damage-")
   const s = await openStorage(o)
-  const a = new Applier(s.sm, {
-    sealer: cleartextSealer,
-    dispatcher: keystoreUnavailableDispatcher,
-    faults: noFaults,
-  })
+  const a = applierOf(s)
   await a.apply(s.persisted.entries)
   const entries = Array.from({ length: 399 }, (_, k) => put(k + 2, `key-${k + 2}-${"x".repeat(200)}`))
   await s.log.persist({ entries: entries.map(toStored), hardState: { term: 1, vote: "n1", commit: 400 } })
