@@ -220,6 +220,19 @@ export const waitForRewriteDone = (sys: EkvSystem, nodes: readonly string[], tim
   )
 
 /** The halts any member reports in cluster status, plus those in every running node's health. */
+/** Moves leadership to `node` through the admin API and waits until it leads. */
+export const leadOn = async (sys: EkvSystem, node: string): Promise<void> => {
+  ok("transfer-leader", await sys.cluster("transfer-leader", { node }, 30_000))
+  await sys.until(
+    `${node} leads`,
+    async () => {
+      const s = await sys.status()
+      return s.ok && s.value.leader === node ? true : undefined
+    },
+    30_000,
+  )
+}
+
 export const halts = async (sys: EkvSystem): Promise<string[]> => {
   const out: string[] = []
   const s = await sys.status(5_000)

@@ -9,7 +9,7 @@
 // rejoined node, so its state machine serves the linearizable reads.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import { raftLogEntries, readSidecarFile, registryRows, replicatedSidecar } from "../../src/audit.ts"
-import { firstMutator, halts, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
+import { firstMutator, halts, leadOn, ok, readBack, type Written, writeSet } from "../../src/lifecycle.ts"
 import { type EkvSystem, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem
@@ -60,15 +60,7 @@ describe("wiped node rejoins through a snapshot", () => {
     expect(await halts(sys)).toEqual([])
 
     // Reads served by the rejoined node.
-    ok("transfer-leader", await sys.cluster("transfer-leader", { node: f }, 30_000))
-    await sys.until(
-      "the rejoined node leads",
-      async () => {
-        const s = await sys.status()
-        return s.ok && s.value.leader === f ? true : undefined
-      },
-      30_000,
-    )
+    await leadOn(sys, f)
     expect(await readBack(sys, data)).toEqual([])
 
     await sys.kill("admin")

@@ -26,7 +26,16 @@ import {
   registryRows,
   replicatedSidecar,
 } from "../../src/audit.ts"
-import { firstMutator, halts, ok, readBack, Writers, type Written, writeSet } from "../../src/lifecycle.ts"
+import {
+  firstMutator,
+  halts,
+  leadOn,
+  ok,
+  readBack,
+  Writers,
+  type Written,
+  writeSet,
+} from "../../src/lifecycle.ts"
 import { type EkvSystem, sleep, startSystem } from "../../src/system.ts"
 
 let sys: EkvSystem
@@ -164,15 +173,7 @@ describe("wiped node rejoins by log replay", () => {
     expect(await halts(sys)).toEqual([])
 
     // Reads served by the rejoined node: values from before the wipes and after.
-    ok("transfer-leader", await sys.cluster("transfer-leader", { node: f }, 30_000))
-    await sys.until(
-      "the rejoined node leads",
-      async () => {
-        const s = await sys.status()
-        return s.ok && s.value.leader === f ? true : undefined
-      },
-      30_000,
-    )
+    await leadOn(sys, f)
     expect(await readBack(sys, data)).toEqual([])
     const h = await sys.health(f)
     expect(h.ok && h.value.applied_index).toBeGreaterThanOrEqual(last)
