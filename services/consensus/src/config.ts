@@ -25,6 +25,11 @@ export interface ConsensusConfig {
   readonly nodeSecretPath: string
   /** EKV_ROTATE_ON_STARTUP: one rotation per purpose when leader during this process load. */
   readonly rotateOnStartup: boolean
+  /**
+   * EKV_SCRUB_BYTES_PER_SEC: read rate of the background check of the state
+   * database's tables (stateMachine/scrubber.ts), default 8 MiB/s; 0 = off.
+   */
+  readonly scrubBytesPerSec: number
 }
 
 export class ConfigError extends Error {
@@ -49,6 +54,7 @@ const VARS = [
   "EKV_NODE_SECRET_FILE",
   "EKV_ROTATE_ON_STARTUP",
   "EKV_ENCRYPTION_ENABLED",
+  "EKV_SCRUB_BYTES_PER_SEC",
 ] as const
 
 /** `--nats-url x` / `--nats-url=x` → NATS_URL; `--node-id` is accepted for EKV_NODE_ID too. */
@@ -118,6 +124,7 @@ export const loadConfig = (
   )
   const snapshotEntries = positiveInt("EKV_SNAPSHOT_ENTRIES", e.EKV_SNAPSHOT_ENTRIES, 10_000)
   const electionTimeoutMs = positiveInt("EKV_ELECTION_TIMEOUT_MS", e.EKV_ELECTION_TIMEOUT_MS, 1000, 50)
+  const scrubBytesPerSec = positiveInt("EKV_SCRUB_BYTES_PER_SEC", e.EKV_SCRUB_BYTES_PER_SEC, 8 << 20, 0)
   let metricsPort: number | undefined
   const mp = e.EKV_METRICS_PORT
   if (mp !== undefined && mp.trim() !== "") {
@@ -151,5 +158,6 @@ export const loadConfig = (
         ? path.join(dataDir, "node.secret")
         : path.resolve(e.EKV_NODE_SECRET_FILE),
     rotateOnStartup: /^(1|true|yes|on)$/i.test((e.EKV_ROTATE_ON_STARTUP ?? "").trim()),
+    scrubBytesPerSec,
   }
 }

@@ -33,6 +33,22 @@ export const makeConsensusMetrics = (registry: Registry = new Registry()) => ({
     "The keystore sidecar's raft_applied_index as last seen",
   ),
   keystoreApplySeconds: registry.histogram("ekv_keystore_apply_seconds", "Latency of one keystore dispatch"),
+  scrubPasses: registry.counter(
+    "ekv_scrub_passes_total",
+    "Completed background passes over every live table of the state database",
+  ),
+  scrubBytes: registry.counter(
+    "ekv_scrub_bytes_total",
+    "State-database table bytes read and checked (background passes and checks before a snapshot export)",
+  ),
+  scrubCorruptions: registry.counter(
+    "ekv_scrub_corruptions_total",
+    "Damaged live state-database tables found (the node halts with CorruptState)",
+  ),
+  scrubLastPassSeconds: registry.gauge(
+    "ekv_scrub_last_pass_seconds",
+    "Duration of the last completed background pass over the state database's tables",
+  ),
 })
 
 export type ConsensusMetrics = ReturnType<typeof makeConsensusMetrics>

@@ -495,6 +495,105 @@ export const applyVersionEdits = (records: ReadonlyArray<Uint8Array>): ManifestS
 const errorCode = (e: unknown): string =>
   typeof e === "object" && e !== null && "code" in e ? String(e.code) : String(e)
 
+type Reader = (file: string) => Promise<Uint8Array | undefined>
+
+/**
+ * CURRENT → the current MANIFEST → its version edits, as LevelDB recovers them;
+ * undefined (with `problems` filled in when something is wrong) when there is
+ * no manifest to go by.
+ */
+const currentManifest = async (
+  names: ReadonlyArray<string>,
+  read: Reader,
+  problems: LevelDbProblem[],
+): Promise<ManifestState | undefined> => {
+  const present = new Set(names)
+  if (!present.has("CURRENT")) {
+    // A manifest alone is a creation cut short; logs or tables without CURRENT would be silently replaced.
+    const data = names.find((n) => /^\d+\.(log|ldb|sst)$/.test(n))
+    if (data !== undefined)
+      problems.push({ file: "CURRENT", offset: null, what: `missing, while ${data} exists` })
+    return undefined
+  }
+  const current = await read("CURRENT")
+  if (current === undefined) return undefined
+  const manifest = /^(MANIFEST-\d+)\n$/.exec(new TextDecoder().decode(current))?.[1]
+  if (manifest === undefined) {
+    problems.push({ file: "CURRENT", offset: 0, what: "does not name a manifest" })
+    return undefined
+  }
+  if (!present.has(manifest)) {
+    problems.push({ file: "CURRENT", offset: 0, what: `names ${manifest}, which does not exist` })
+    return undefined
+  }
+  const manifestBytes = await read(manifest)
+  if (manifestBytes === undefined) return undefined
+  const edits = readLogFile(manifest, manifestBytes, true)
+  problems.push(...edits.problems)
+  if (edits.problems.length > 0) return undefined
+  const state = applyVersionEdits(edits.records)
+  if (typeof state === "string") {
+    problems.push({ file: manifest, offset: null, what: state })
+    return undefined
+  }
+  return state
+}
+
+/** A live table's file name (`.ldb`, or the older `.sst`), or undefined when neither exists. */
+const tableFile = (number: number, present: ReadonlySet<string>): string | undefined => {
+  const base = String(number).padStart(6, "0")
+  return [`${base}.ldb`, `${base}.sst`].find((n) => present.has(n))
+}
+
+export interface LiveTable {
+  /** File name inside the directory. */
+  readonly file: string
+  /** Size recorded by the manifest. */
+  readonly size: number
+}
+
+/**
+ * The live tables of the current MANIFEST of `dir`, oldest file number first,
+ * read while LevelDB may have the directory open (the manifest is append-only
+ * and its torn tail is accepted). A table the manifest names that is gone from
+ * the directory was deleted by a compaction after the listing: left out.
+ * `problems`: the manifest could not be read (no tables then).
+ */
+export const liveTables = async (
+  dir: string,
+): Promise<{
+  readonly tables: ReadonlyArray<LiveTable>
+  readonly problems: ReadonlyArray<LevelDbProblem>
+}> => {
+  const problems: LevelDbProblem[] = []
+  let names: string[]
+  try {
+    names = await fs.readdir(dir)
+  } catch (e) {
+    if (errorCode(e) === "ENOENT") return { tables: [], problems }
+    problems.push({ file: ".", offset: null, what: `directory cannot be listed (${errorCode(e)})` })
+    return { tables: [], problems }
+  }
+  const read: Reader = async (file) => {
+    try {
+      const b = await fs.readFile(path.join(dir, file))
+      return new Uint8Array(b.buffer, b.byteOffset, b.length)
+    } catch (e) {
+      problems.push({ file, offset: null, what: `cannot be read (${errorCode(e)})` })
+      return undefined
+    }
+  }
+  const state = await currentManifest(names, read, problems)
+  if (state === undefined) return { tables: [], problems }
+  const present = new Set(names)
+  const tables: LiveTable[] = []
+  for (const [number, size] of [...state.tables].sort((a, b) => a[0] - b[0])) {
+    const file = tableFile(number, present)
+    if (file !== undefined) tables.push({ file, size })
+  }
+  return { tables, problems }
+}
+
 /**
  * Verifies the LevelDB directory `dir` without opening it in LevelDB. A missing
  * directory or one without any LevelDB file is fine (LevelDB creates it); I/O
@@ -505,7 +604,7 @@ export const verifyLevelDbDir = async (dir: string, options: VerifyOptions): Pro
   let files = 0
   let bytes = 0
   const done = () => ({ problems, files, bytes })
-  const read = async (file: string): Promise<Uint8Array | undefined> => {
+  const read: Reader = async (file) => {
     try {
       const b = await fs.readFile(path.join(dir, file))
       files++
@@ -526,35 +625,8 @@ export const verifyLevelDbDir = async (dir: string, options: VerifyOptions): Pro
     return done()
   }
   const present = new Set(names)
-  if (!present.has("CURRENT")) {
-    // A manifest alone is a creation cut short; logs or tables without CURRENT would be silently replaced.
-    const data = names.find((n) => /^\d+\.(log|ldb|sst)$/.test(n))
-    if (data !== undefined)
-      problems.push({ file: "CURRENT", offset: null, what: `missing, while ${data} exists` })
-    return done()
-  }
-
-  const current = await read("CURRENT")
-  if (current === undefined) return done()
-  const manifest = /^(MANIFEST-\d+)\n$/.exec(new TextDecoder().decode(current))?.[1]
-  if (manifest === undefined) {
-    problems.push({ file: "CURRENT", offset: 0, what: "does not name a manifest" })
-    return done()
-  }
-  if (!present.has(manifest)) {
-    problems.push({ file: "CURRENT", offset: 0, what: `names ${manifest}, which does not exist` })
-    return done()
-  }
-  const manifestBytes = await read(manifest)
-  if (manifestBytes === undefined) return done()
-  const edits = readLogFile(manifest, manifestBytes, true)
-  problems.push(...edits.problems)
-  if (edits.problems.length > 0) return done()
-  const state = applyVersionEdits(edits.records)
-  if (typeof state === "string") {
-    problems.push({ file: manifest, offset: null, what: state })
-    return done()
-  }
+  const state = await currentManifest(names, read, problems)
+  if (state === undefined) return done()
 
   // Live write-ahead logs, as DBImpl::Recover picks them; only the newest may end torn.
   const logs = names
@@ -569,11 +641,10 @@ export const verifyLevelDbDir = async (dir: string, options: VerifyOptions): Pro
   }
 
   for (const [number, size] of [...state.tables].sort((a, b) => a[0] - b[0])) {
-    const base = String(number).padStart(6, "0")
-    const name = [`${base}.ldb`, `${base}.sst`].find((n) => present.has(n))
+    const name = tableFile(number, present)
     if (name === undefined) {
       problems.push({
-        file: `${base}.ldb`,
+        file: `${String(number).padStart(6, "0")}.ldb`,
         offset: null,
         what: "live table named by the manifest is missing",
       })
