@@ -27,6 +27,10 @@ export const HaltCode = {
   CorruptLog: "CorruptLog",
   SidecarBehindRaftLog: "SidecarBehindRaftLog",
   LocalEpochExhausted: "LocalEpochExhausted",
+  // Not named in SPEC.md §2.2: a block checksum of the state database's tables
+  // failed (found while running, docs/reliability.md finding 2). It never
+  // resumes by itself: the node is wiped and rejoins through a snapshot.
+  CorruptState: "CorruptState",
   // SPEC.md §6: a node's own session registration rejected at apply halts it
   // with the rejection's code.
   LocalEpochRollback: "LocalEpochRollback",

@@ -3,7 +3,8 @@
 //
 // Start-up order: configuration → this node's databases (DataDirLocked /
 // CorruptLog refuse the start with one line and a non-zero exit) → NATS →
-// Raft driver → KV, cluster and health endpoints → metrics. SIGTERM/SIGINT
+// Raft driver → the state-DB scrubber → KV, cluster and health endpoints →
+// metrics. SIGTERM/SIGINT
 // shut everything down in reverse order (endpoints, driver, NATS, LevelDBs).
 import * as path from "node:path"
 import { Nats, natsLayer } from "@ekv/bus"
@@ -26,6 +27,8 @@ import { makeLog } from "./log.ts"
 import { makeConsensusMetrics } from "./metrics.ts"
 import { RaftNode } from "./node/raftNode.ts"
 import { type OpenedStorage, openStorage, probeClusterOverNats, RefuseStart } from "./node/storage.ts"
+import { describeProblems, type LevelDbProblem } from "./raftLog/levelDbFiles.ts"
+import { StateScrubber } from "./stateMachine/scrubber.ts"
 
 /** TEST ONLY: while this file exists under the data dir and holds N, apply halts at the first entry ≥ N. */
 export const FAULT_FILE = "test-fault-halt-at-index"
@@ -121,6 +124,18 @@ const run = async (): Promise<void> => {
     faults: testFaultInjector(path.join(cfg.dataDir, "consensus", FAULT_FILE), cfg.faultHaltAtIndex),
   })
   await applier.reload()
+  // Damage in the state DB's tables halts the node for good (SPEC §2.2, docs/operations.md).
+  const stateDb = path.join(cfg.stateDir, "db")
+  const damageMessage = (problems: ReadonlyArray<LevelDbProblem>) =>
+    `state database at ${stateDb}: ${describeProblems(problems)}; wipe this node's data dir and restart it to rejoin through a snapshot`
+  let raftNode: RaftNode | null = null
+  const scrubber = new StateScrubber({
+    dir: stateDb,
+    bytesPerSec: cfg.scrubBytesPerSec,
+    metrics,
+    log: log.child("scrubber"),
+    onDamage: (problems) => void raftNode?.haltOnDamage("CorruptState", damageMessage(problems)),
+  })
 
   const program = Effect.gen(function* () {
     const nc = yield* Nats
@@ -170,6 +185,10 @@ const run = async (): Promise<void> => {
           log,
           snapshotAttachments: () => runtime.snapshotAttachments(),
           onSnapshotInstalled: () => runtime.onSnapshotInstalled(),
+          verifyStateFiles: async () => {
+            const problems = await scrubber.verifyNow()
+            return problems.length === 0 ? null : damageMessage(problems)
+          },
           onFatal: (e) => {
             process.stderr.write(`ekv consensus ${cfg.nodeId}: fatal: ${String(e)}\n`)
             process.exit(70)
@@ -177,6 +196,7 @@ const run = async (): Promise<void> => {
         })
         runtime.attach(n)
         n.start()
+        raftNode = n
         return n
       }),
       (n) =>
@@ -184,6 +204,10 @@ const run = async (): Promise<void> => {
           runtime.close()
           return n.close()
         }),
+    )
+    yield* Effect.acquireRelease(
+      Effect.sync(() => scrubber.start()),
+      () => Effect.promise(() => scrubber.close()),
     )
     yield* serveKv({
       node,

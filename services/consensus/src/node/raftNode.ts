@@ -76,6 +76,11 @@ export interface RaftNodeOptions {
   readonly snapshotAttachments?: () => Promise<ReadonlyMap<string, Uint8Array> | undefined>
   /** After a received snapshot was installed (apply paused): e.g. restore the keystore, new session. */
   readonly onSnapshotInstalled?: (index: number) => Promise<void>
+  /**
+   * Checks the state database's files right before a snapshot file is written
+   * from them (scrubber.ts): a description of the damage, or null.
+   */
+  readonly verifyStateFiles?: () => Promise<string | null>
 }
 
 export interface MemberView {
@@ -133,6 +138,8 @@ export class RaftNode {
   private applyGen = 0
   private applyRunning: Promise<void> | null = null
   private halt: HaltInfo | null = null
+  /** A halt for damage in this node's own files: it never resumes and nothing is exported (haltOnDamage). */
+  private damage: HaltInfo | null = null
   private haltAttempts = 0
   private haltTimer: ReturnType<typeof setTimeout> | null = null
   private lastSnapshotIndex: number
@@ -513,7 +520,7 @@ export class RaftNode {
   }
 
   private drainApply(): void {
-    if (this.applyRunning !== null || this.closed) return
+    if (this.applyRunning !== null || this.closed || this.damage !== null) return
     this.applyRunning = this.applyLoop().finally(() => {
       this.applyRunning = null
       // Entries may have arrived after the loop's last look.
@@ -533,7 +540,7 @@ export class RaftNode {
 
   private async applyLoop(): Promise<void> {
     while (this.applyQueue.length > 0 && !this.closed) {
-      if (this.haltTimer !== null) return
+      if (this.haltTimer !== null || this.damage !== null) return
       const gen = this.applyGen
       const batch = this.takeApplyBatch()
       const t0 = performance.now()
@@ -602,6 +609,7 @@ export class RaftNode {
       )
     }
     this.kick()
+    if (this.damage !== null) return
     // A non-transient cause is retried too, at the slowest pace: retrying is harmless, and the
     // operator may fix it without a restart.
     const delay = h.transient
@@ -615,7 +623,7 @@ export class RaftNode {
 
   private resume(): void {
     const h = this.halt
-    if (h === null) return
+    if (h === null || this.damage !== null) return
     this.halt = null
     this.haltAttempts = 0
     this.core.setHalted(false)
@@ -623,6 +631,25 @@ export class RaftNode {
     this.log.info("apply resumed", { index: h.index, reason: h.reason })
     this.o.events.publish({ kind: "resumed", index: h.index, code: h.reason }, this.applier.clusterId)
     this.kick()
+  }
+
+  /**
+   * Damage found in this node's state database (a table block checksum,
+   * scrubber.ts): apply halts at the next entry for good — the damage stays
+   * until the operator wipes the node, which then rejoins through a snapshot
+   * (docs/operations.md) — the node steps down and never campaigns, reads
+   * answer Halted, and no snapshot file is made or sent from here.
+   */
+  haltOnDamage(reason: HaltCode, message: string): Promise<void> {
+    return this.smSerial.run(async () => {
+      if (this.damage !== null || this.closed) return
+      const h: HaltInfo = { index: this.applier.appliedIndex + 1, reason, message, transient: false }
+      this.damage = h
+      if (this.haltTimer !== null) clearTimeout(this.haltTimer)
+      this.haltTimer = null
+      this.sender?.abortAll()
+      this.enterHalt(h)
+    })
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -704,6 +731,13 @@ export class RaftNode {
     bytes: number
     records: number
   } | null> {
+    if (this.damage !== null) return null
+    // Never a file made from damaged tables: they are checked first, at full speed.
+    const damage = (await this.o.verifyStateFiles?.()) ?? null
+    if (damage !== null) {
+      await this.haltOnDamage("CorruptState", damage)
+      return null
+    }
     const taken = await this.smSerial.run(async () => {
       const applied = this.applier.appliedIndex
       const term = this.core.raft.log.term(applied)
@@ -737,6 +771,7 @@ export class RaftNode {
    * at the applied index (one export at a time, shared by every follower).
    */
   private async prepareSnapshot(meta: SnapshotMeta): Promise<{ file: string; meta: SnapshotMeta } | null> {
+    if (this.damage !== null) return null
     const last = this.lastExport
     if (last !== null && last.meta.index >= meta.index && (await fileExists(last.file))) return last
     if (this.exportRunning === null) {
