@@ -13,7 +13,7 @@
 //      through a snapshot transfer with N keys stored.
 // It prints markdown tables and writes JSON to bench-results/scale-<time>.json.
 // A script, not a test: no thresholds; what breaks at scale is reported.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { loadavg, tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { NODES, root } from "../../localCluster.ts"
@@ -31,6 +31,7 @@ interface Options {
   readonly concurrency: number
   readonly valueSize: number
   readonly singlePuts: number
+  readonly loadedRuns: number
   readonly loadConcurrency: number
   readonly loadTimeLimitMs: number
   readonly stepTimeoutMs: number
@@ -44,6 +45,7 @@ const usage = `usage: npm run bench:scale -- [options]
   --duration D          measured time per put point, e.g. 10s (default 20s, after a 1s warm-up)
   --concurrency N       concurrent puts (default 64)
   --value-size N        bytes per value, for the puts and the loaded keys (default 256)
+  --loaded-runs N       put measurements with N keys stored, back to back (default 2)
   --single-puts N       single puts written after a snapshot before restart (c) (default 9000;
                         EKV_SNAPSHOT_ENTRIES is 10000)
   --load-concurrency N  kv.batch requests in flight while loading (default 4)
@@ -79,6 +81,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
     concurrency: 64,
     valueSize: 256,
     singlePuts: 9000,
+    loadedRuns: 2,
     loadConcurrency: 4,
     loadTimeLimitMs: 8 * 60_000,
     stepTimeoutMs: 5 * 60_000,
@@ -109,6 +112,9 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
         break
       case "--value-size":
         o.valueSize = parseCount(value(), "value size", 1, 2048)
+        break
+      case "--loaded-runs":
+        o.loadedRuns = parseCount(value(), "loaded runs", 1, 10)
         break
       case "--single-puts":
         o.singlePuts = parseCount(value(), "single puts", 0, 1_000_000)
@@ -142,6 +148,22 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
   return o
 }
 
+/** USER_HZ, the unit of /proc/stat. */
+const CPU_TICKS = 100
+
+/** Machine-wide CPU ticks from /proc/stat: busy (all but idle and iowait) and iowait. */
+const cpuTimes = (): { busy: number; iowait: number } => {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? ""
+    const v = line.trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal
+    const [user = 0, nice = 0, system = 0, , iowait = 0, irq = 0, softirq = 0, steal = 0] = v
+    return { busy: user + nice + system + irq + softirq + steal, iowait }
+  } catch {
+    return { busy: Number.NaN, iowait: Number.NaN }
+  }
+}
+
 /** EKV_SNAPSHOT_ENTRIES's default (the cluster is started without it). */
 const SNAPSHOT_ENTRIES = 10_000
 
@@ -169,6 +191,14 @@ interface SnapshotLine {
 interface PutPoint extends RunResult {
   readonly label: string
   readonly keysStored: number
+  /** CPU over the measured window, in cores (of `cores`): whole machine, ekv servers, load generator, the rest. */
+  readonly cpu: {
+    readonly machineBusyCores: number
+    readonly iowaitCores: number
+    readonly serverCores: number
+    readonly clientCores: number
+    readonly otherCores: number
+  }
   /** The measured window, seconds since the run started. */
   readonly windowS: readonly [number, number]
   /** Snapshots finished during the run. */
@@ -520,8 +550,9 @@ const format = (r: ScaleResults): string => {
           "p999 ms",
           "max ms",
           "errors",
+          "server µs/op",
+          "CPU cores: machine / ekv / client / other (iowait)",
           "snapshot work overlapping (node-s busy)",
-          "load avg",
         ],
         r.puts.map((p) => {
           // Node-seconds of the measured window during which some node was writing a snapshot.
@@ -539,18 +570,20 @@ const format = (r: ScaleResults): string => {
             f(p.p999, 2),
             f(p.max, 0),
             String(p.errors),
+            f(p.serverCpuUsPerOp, 0),
+            `${f(p.cpu.machineBusyCores, 2)} / ${f(p.cpu.serverCores, 2)} / ${f(p.cpu.clientCores, 2)} / ${f(p.cpu.otherCores, 2)} (${f(p.cpu.iowaitCores, 2)})`,
             `${workSummary(p.snapshotsOverlapping)} (${f(busy, 1)})`,
-            p.loadAverage.join(" "),
           ]
         }),
       ),
     )
-    const [e, l] = [r.puts[0], r.puts[1]]
-    if (e !== undefined && l !== undefined)
-      out.push(
-        "",
-        `loaded ÷ empty: ops/s ${x(ratio(l.opsPerSec, e.opsPerSec))}, p50 ${x(ratio(l.p50, e.p50))}, p99 ${x(ratio(l.p99, e.p99))}, p999 ${x(ratio(l.p999, e.p999))}`,
-      )
+    const e = r.puts[0]
+    for (const l of r.puts.slice(1))
+      if (e !== undefined)
+        out.push(
+          "",
+          `${l.label} ÷ empty: ops/s ${x(ratio(l.opsPerSec, e.opsPerSec))}, p50 ${x(ratio(l.p50, e.p50))}, p99 ${x(ratio(l.p99, e.p99))}, p999 ${x(ratio(l.p999, e.p999))}, server µs/op ${x(ratio(l.serverCpuUsPerOp, e.serverCpuUsPerOp))}`,
+        )
   }
   if (r.load !== undefined) {
     const l = r.load
@@ -807,6 +840,13 @@ const main = async (): Promise<void> => {
 
     const measurePuts = async (label: string): Promise<void> => {
       const since = performance.now()
+      // Machine-wide CPU over the measured window (after the 1 s warm-up): what else ran.
+      let cpuBefore = cpuTimes()
+      let cpuAt = since + 1000
+      const cpuTimer = setTimeout(() => {
+        cpuBefore = cpuTimes()
+        cpuAt = performance.now()
+      }, 1000)
       const run = await g.run(
         {
           op: "put",
@@ -819,8 +859,22 @@ const main = async (): Promise<void> => {
         },
         () => c.pids(),
       )
+      clearTimeout(cpuTimer)
+      const cpuAfter = cpuTimes()
+      const wallS = (performance.now() - cpuAt) / 1000
+      const cores = (ticks: number) => ticks / CPU_TICKS / wallS
+      const machineCores = cores(cpuAfter.busy - cpuBefore.busy)
+      const serverCores = (run.serverCpuUsPerOp * run.ops) / 1e6 / run.seconds
+      const clientCores = (run.clientCpuUsPerOp * run.ops) / 1e6 / run.seconds
       const point: PutPoint = {
         ...run,
+        cpu: {
+          machineBusyCores: round(machineCores, 2),
+          iowaitCores: round(cores(cpuAfter.iowait - cpuBefore.iowait), 2),
+          serverCores: round(serverCores, 2),
+          clientCores: round(clientCores, 2),
+          otherCores: round(machineCores - serverCores - clientCores, 2),
+        },
         label,
         keysStored: r.keysStored,
         windowS: [round((since + 1000 - t0) / 1000, 2), round((performance.now() - t0) / 1000, 2)],
@@ -900,8 +954,9 @@ const main = async (): Promise<void> => {
     // The full store's snapshot on an idle cluster (it also ends any the load left running)
     r.snapshots.push(await snapshotAll(c, "after loading", r.keysStored, options.stepTimeoutMs))
 
-    // 1c. puts with N keys stored
+    // 1c. puts with N keys stored (again right after, to tell a passing cost from a lasting one)
     await measurePuts(`${f(r.keysStored, 0)} keys`)
+    for (let i = 2; i <= options.loadedRuns; i++) await measurePuts(`${f(r.keysStored, 0)} keys (run ${i})`)
     r.rss[`after puts on ${f(r.keysStored, 0)} keys`] = c.rss()
 
     // Snapshot of the full store, then 3b: restart with N keys (little log since the snapshot)
