@@ -41,8 +41,12 @@ export type DecodeResult<A> =
 // ---------------------------------------------------------------- writing
 
 class Writer {
-  private buf = new Uint8Array(256)
+  private buf: Uint8Array
   private pos = 0
+  /** `size`: the expected length, so a message full of entries is not regrown step by step. */
+  constructor(size = 256) {
+    this.buf = new Uint8Array(size)
+  }
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return
     let size = this.buf.length * 2
@@ -160,7 +164,9 @@ const writeMessage = (w: Writer, m: Message): void => {
 
 /** One message, without the frame. */
 export const encodeMessage = (m: Message): Uint8Array => {
-  const w = new Writer()
+  let size = 256
+  if ("entries" in m) for (const e of m.entries) size += e.data.length + 24
+  const w = new Writer(size)
   writeMessage(w, m)
   return w.done()
 }
@@ -170,7 +176,9 @@ export const encodeFrame = (msgs: readonly Message[]): Uint8Array => encodeFrame
 
 /** A frame of already encoded messages. */
 export const encodeFrameOf = (bodies: readonly Uint8Array[]): Uint8Array => {
-  const w = new Writer()
+  let size = 16
+  for (const b of bodies) size += b.length + 8
+  const w = new Writer(size)
   w.u8(VERSION)
   w.varint(bodies.length)
   for (const b of bodies) w.bytes(b)
