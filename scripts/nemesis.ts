@@ -7,12 +7,32 @@
 // --clients N (4), --groups N (8 groups of 3 keys), --runs N (seeds S, S+1, ...),
 // --out DIR (failing histories and reports; default $EKV_NEMESIS_OUT or <tmp>/ekv-nemesis-runs), --keep,
 // --rejoin snapshot|replay (how a wiped node rejoins; default snapshot).
-// `--replay FILE` checks a saved history again.
+// `--replay FILE` checks a saved history again; `--help` prints the options.
 // Exit code 1 when any run fails; each failing run prints its seed and the saved history.
 import { checkHistory, loadHistory, renderResult } from "../test/src/linearizability/mod.ts"
 import { FAULTS, parseFaults, renderReport, runNemesis } from "../test/src/nemesis/mod.ts"
 
+const USAGE = `usage: node scripts/nemesis.ts [options]
+  --seed N              first seed (default: random, printed)
+  --duration D          fault time: 60s, 5m, 1h or milliseconds (default 60s)
+  --faults a,b,...      of ${FAULTS.join(",")} (default: all)
+  --clients N           workload clients (default 4)
+  --groups N            key groups of 3 keys (default 8)
+  --runs N              runs with seeds N, N+1, ... (default 1)
+  --out DIR             where failing histories and reports go
+                        (default $EKV_NEMESIS_OUT or <tmp>/ekv-nemesis-runs)
+  --keep                keep the system directory of a passing run
+  --rejoin snapshot|replay
+                        how a wiped node rejoins (default snapshot)
+  --replay FILE         check a saved history again (no system is started)
+  --help, -h            this text
+See docs/reliability.md.`
+
 const args = process.argv.slice(2)
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(USAGE)
+  process.exit(0)
+}
 const opt = (name: string): string | undefined => {
   const i = args.indexOf(`--${name}`)
   return i < 0 ? undefined : args[i + 1]

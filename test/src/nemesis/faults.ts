@@ -11,7 +11,8 @@
 //   transfer   leader transfer during load
 //   member     remove a follower, wipe it, add it back as a learner, promote it
 //   corrupt    stop a follower, flip bytes in / truncate its Raft log or state LevelDB files, start it:
-//              it must refuse (or halt) rather than serve damaged data; then it is wiped and rejoins
+//              it must refuse (or halt) rather than serve damaged data; then it is wiped and rejoins.
+//              A state-DB table is checked after the start (the scrubber): halted CorruptState
 import { open, readdir, stat, truncate } from "node:fs/promises"
 import { join } from "node:path"
 import type { Reply } from "../processCluster.ts"
@@ -46,6 +47,8 @@ export const parseFaults = (s: string): FaultName[] => {
 /** What a corruption did and how the node reacted. */
 export interface CorruptionOutcome {
   readonly node: string
+  /** Which database the damaged file belongs to. */
+  readonly target: "raft" | "state"
   readonly file: string
   readonly damage: string
   /** refused (exit code + refusal code), halted (reason), or started (health ok). */
@@ -409,7 +412,7 @@ const corrupt: Action = async (ctx) => {
     if (!acceptable) reaction += ` (log: ${tail.split("\n").slice(-6).join(" | ").slice(0, 600)})`
   } else {
     // It started: within a few seconds it must halt (CorruptLog) or prove healthy.
-    const seen = await ctx.sys
+    let seen = await ctx.sys
       .until(
         `${node} halted or healthy`,
         async () => {
@@ -422,10 +425,28 @@ const corrupt: Action = async (ctx) => {
         20_000,
       )
       .catch((e: unknown) => `no verdict: ${String(e)}`)
+    // The state DB's tables are checked in the background once it runs (the scrubber; a pass
+    // over these small stores takes a few seconds): damage in one halts it with CorruptState.
+    if (seen.startsWith("started") && which === "state" && f.path.endsWith(".ldb"))
+      seen = await ctx.sys
+        .until(
+          `${node} halted by the scrubber`,
+          async () => {
+            const h = await ctx.sys.health(node, 1_000)
+            return h.ok && h.value.halted !== undefined
+              ? `halted: ${h.value.halted.reason} at ${h.value.halted.index}`
+              : undefined
+          },
+          20_000,
+        )
+        .catch(() => `${seen} (no halt within 20 s)`)
     reaction = seen
-    acceptable = seen.startsWith("halted: CorruptLog") || seen.startsWith("started")
+    acceptable =
+      seen.startsWith("halted: CorruptLog") ||
+      (which === "state" && seen.startsWith("halted: CorruptState")) ||
+      seen.startsWith("started")
   }
-  ctx.corruptions.push({ node, file: f.path, damage, reaction, acceptable })
+  ctx.corruptions.push({ node, target: which, file: f.path, damage, reaction, acceptable })
   note(ctx, `corrupt: ${node} reaction: ${reaction}`)
   if (reaction.startsWith("started")) {
     // LevelDB may have dropped the damaged records (or the damage hit nothing read yet);

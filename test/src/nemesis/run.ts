@@ -5,7 +5,8 @@
 // 1. the history (plus a final linearizable read of every key) is
 //    linearizable — which also proves no acknowledged write was lost;
 // 2. no node is left halted (a node whose files the nemesis corrupted may be,
-//    with CorruptLog: it is wiped and rejoins before the checks go on);
+//    with CorruptLog, or with CorruptState when its state DB was damaged —
+//    docs/operations.md: it is wiped and rejoins before the checks go on);
 // 3. every node applied the same index; then, with everything stopped, the
 //    at-rest checks of checks.ts (identical state machines, envelopes open,
 //    no nonce reuse, identical registry rows and sidecars).
@@ -173,11 +174,16 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     workload = undefined
     note(ctx, "workload stopped")
 
-    // Halts: a corrupted node halted with CorruptLog is wiped and rejoins; any other halt is a failure.
-    const corrupted = new Set(ctx.corruptions.map((c) => c.node))
+    // Halts: a corrupted node halted for that damage (CorruptLog; CorruptState when its state DB
+    // was the target) is wiped and rejoins, as docs/operations.md says; any other halt is a failure.
+    const haltedForDamage = (node: string, h: string) =>
+      ctx.corruptions.some(
+        (c) =>
+          c.node === node && (/: CorruptLog$/.test(h) || (c.target === "state" && /: CorruptState$/.test(h))),
+      )
     for (const h of await halts(sys)) {
       const node = h.split(" ")[0] as string
-      if (corrupted.has(node) && /CorruptLog/.test(h)) {
+      if (haltedForDamage(node, h)) {
         note(ctx, `${h} (corrupted earlier): wiped, rejoins`)
         await sys.killNode(node)
         await sys.wipeNode(node)
