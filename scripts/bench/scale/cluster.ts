@@ -246,7 +246,8 @@ export class ScaleCluster {
     const t0 = performance.now()
     process.kill(pid, "SIGTERM")
     let killed = false
-    while (!exited()) {
+    // Gone from /proc (or a zombie) and also seen to exit by its parent here (pids() lists it no more).
+    while (!exited() || this.pid(name) === pid) {
       if (!killed && performance.now() - t0 > timeoutMs) {
         process.kill(pid, "SIGKILL")
         killed = true

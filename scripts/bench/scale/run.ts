@@ -923,7 +923,7 @@ const main = async (): Promise<void> => {
         onProgress: (loaded, ms) => {
           const rss = c.rss()
           say(
-            `load: ${f(loaded, 0)} keys in ${f(ms / 1000, 0)} s (${f(loaded / (ms / 1000), 0)} keys/s); snapshots so far ${c.eventsSince(loadSince, "snapshot taken").length}; consensus RSS ${NODES.map((n) => f(rss[`consensus-${n}`], 0)).join("/")} MiB; load ${load().join(" ")}`,
+            `load: ${f(loaded, 0)} keys in ${f(ms / 1000, 0)} s (${f(loaded / (ms / 1000), 0)} keys/s); snapshot work so far: ${workSummary(c.eventsSince(loadSince).filter(isWork).map(snapLine))}; consensus RSS ${NODES.map((n) => f(rss[`consensus-${n}`], 0)).join("/")} MiB; load ${load().join(" ")}`,
           )
         },
       })
@@ -1072,7 +1072,13 @@ const main = async (): Promise<void> => {
   console.log(format(r))
   writeJson(jsonPath, r)
   console.log(`\nscale: results written to ${jsonPath}`)
-  if (options.keep || failed) say(`kept ${runDir} (data and logs in ${join(runDir, "ekv", "logs")})`)
+  // A step that failed (restart, catch-up, snapshot) keeps the logs for its evidence too.
+  const stepFailed =
+    r.restarts.some((x) => x.error !== null) ||
+    (r.catchUp?.error ?? null) !== null ||
+    (r.load?.stoppedEarly ?? null) !== null
+  if (options.keep || failed || stepFailed)
+    say(`kept ${runDir} (data and logs in ${join(runDir, "ekv", "logs")})`)
   else rmSync(runDir, { recursive: true, force: true })
 }
 
