@@ -434,6 +434,12 @@ const wipedCatchUp = async (
     const cs = cluster.spawnProcess(`consensus-${node}`, timeoutMs)
     consensusReadyMs = (await cs.ready) + (cs.spawnedAt - since)
     const up = await waitCaughtUp(cluster, node, since, timeoutMs)
+    // The applied index moves before the install's log line is written: wait a moment for it.
+    for (let i = 0; i < 50; i++) {
+      if (cluster.eventsSince(since, "snapshot installed").some((e) => e.process === `consensus-${node}`))
+        break
+      await sleep(100)
+    }
     const r: CatchUpResult = {
       node,
       keysStored,
