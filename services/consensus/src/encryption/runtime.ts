@@ -385,11 +385,20 @@ export class EncryptionRuntime {
     return new Map([[KEYSTORE_STATE_META, utf8.encode(JSON.stringify(encodeExport(exp)))]])
   }
 
+  /**
+   * After a snapshot install: the keystore gets the snapshot's state now, not
+   * at the next apply — an idle cluster has no next apply, and the node would
+   * stay without a writer session (health `Registering`) until someone wrote.
+   * If the keystore cannot take it now, the next apply tries again.
+   */
   async onSnapshotInstalled(): Promise<void> {
     const b = await this.o.applier.store.getMeta(KEYSTORE_STATE_META)
     if (b === undefined) return
     const d = decodeExport(JSON.parse(utf8d.decode(b)))
-    if (Result.isSuccess(d)) this.pendingRestore = d.success
+    if (Result.isFailure(d)) return
+    this.pendingRestore = d.success
+    const halt = await this.restorePending()
+    if (halt !== null) this.o.log.warn("keystore state not restored yet; the next apply retries", { ...halt })
   }
 
   /** Before apply: deferred start-up guards, a pending keystore restore, then a new session (SPEC §4.6, §6, §7). */
@@ -414,6 +423,11 @@ export class EncryptionRuntime {
         }
       }
     }
+    return this.restorePending()
+  }
+
+  /** Hands a snapshot's keystore state to the keystore, then opens a new session. */
+  private async restorePending(): Promise<SealerHalt | null> {
     const r = this.pendingRestore
     if (r === null) return null
     try {

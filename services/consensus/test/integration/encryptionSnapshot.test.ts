@@ -96,11 +96,21 @@ describe("snapshots and epochs (consensus mechanics)", () => {
     }
 
     await sys.startNode(f)
-    await sys.waitForHealthy(f, 90_000)
-    for (let i = 0; i < 5; i++) last = await put(`snap/back/${i}`)
-    await sys.waitForApplied(last, sys.nodes, 60_000)
+    // No write meanwhile: the keystore gets the snapshot's state at the install, not at the next
+    // apply (an idle cluster has none; f then stayed `Registering` until someone wrote).
+    await sys.until(
+      "f restored the snapshot's keystore state with no write after its install",
+      async () =>
+        (await sys.logEntries(`consensus-${f}`, "keystore state restored from snapshot")).length > 0
+          ? true
+          : undefined,
+      30_000,
+    )
+    await sys.waitForHealthy(f, 30_000)
     expect((await sys.logEntries(`consensus-${f}`, "snapshot installed")).length).toBeGreaterThan(0)
     expect((await sys.logEntries(`consensus-${f}`, "keystore state restored from snapshot")).length).toBe(1)
+    for (let i = 0; i < 5; i++) last = await put(`snap/back/${i}`)
+    await sys.waitForApplied(last, sys.nodes, 60_000)
 
     const exports = await Promise.all(sys.nodes.map((n) => admin.logState(n)))
     const mine = exports[sys.nodes.indexOf(f)]!
