@@ -13,6 +13,8 @@ export interface AdminConfig {
   readonly statusTimeoutMs: number
   /** Per forwarded mutator (commit + apply on the leader, or a leader transfer). */
   readonly mutateTimeoutMs: number
+  /** Per node for `cluster.snapshot`: a file of the whole store takes time in proportion to it. */
+  readonly snapshotTimeoutMs: number
   /** How long `$SRV.INFO` replies are collected. */
   readonly discoveryWaitMs: number
   /** One election timeout (EKV_ELECTION_TIMEOUT_MS): the member poll's bound (SPEC.md §5). */
@@ -62,6 +64,11 @@ export const adminConfigFromEnv = (env: Readonly<Record<string, string | undefin
     metricsPort,
     statusTimeoutMs: positiveInt("EKV_ADMIN_STATUS_TIMEOUT_MS", env.EKV_ADMIN_STATUS_TIMEOUT_MS, 2_000),
     mutateTimeoutMs: positiveInt("EKV_ADMIN_REQUEST_TIMEOUT_MS", env.EKV_ADMIN_REQUEST_TIMEOUT_MS, 15_000),
+    snapshotTimeoutMs: positiveInt(
+      "EKV_ADMIN_SNAPSHOT_TIMEOUT_MS",
+      env.EKV_ADMIN_SNAPSHOT_TIMEOUT_MS,
+      600_000,
+    ),
     discoveryWaitMs: positiveInt("EKV_ADMIN_DISCOVERY_MS", env.EKV_ADMIN_DISCOVERY_MS, 300),
     electionTimeoutMs: positiveInt("EKV_ELECTION_TIMEOUT_MS", env.EKV_ELECTION_TIMEOUT_MS, 1_000),
     resyncTimeoutMs: positiveInt("EKV_ADMIN_RESYNC_TIMEOUT_MS", env.EKV_ADMIN_RESYNC_TIMEOUT_MS, 120_000),

@@ -71,7 +71,14 @@ export const makeConsensusNodes = (config: AdminConfig): Effect.Effect<Consensus
         ep.request as never,
         ep.reply as never,
         body as never,
-        { timeoutMs: op === "status" ? config.statusTimeoutMs : config.mutateTimeoutMs },
+        {
+          timeoutMs:
+            op === "status"
+              ? config.statusTimeoutMs
+              : op === "snapshot"
+                ? config.snapshotTimeoutMs
+                : config.mutateTimeoutMs,
+        },
       ).pipe(Effect.provideService(Nats, nc)) as Effect.Effect<OpReply<K>, ApiError.ApiError>
     }
 

@@ -21,6 +21,7 @@ const config: AdminConfig = {
   metricsPort: undefined,
   statusTimeoutMs: 100,
   mutateTimeoutMs: 100,
+  snapshotTimeoutMs: 100,
   discoveryWaitMs: 10,
   electionTimeoutMs: 100,
   resyncTimeoutMs: 100,
