@@ -82,6 +82,7 @@ export class StandInBus {
         NATS_PASSWORD: this.passwords.admin ?? "",
         EKV_PEERS: "n1,n2",
         EKV_ADMIN_REQUEST_TIMEOUT_MS: "1000",
+        EKV_ADMIN_SNAPSHOT_TIMEOUT_MS: "1000",
         EKV_ADMIN_STATUS_TIMEOUT_MS: "500",
         ...env,
       },
