@@ -33,7 +33,7 @@ const stateDb = (node: string) => path.join(c.dataDir(node), "consensus", "state
 const waitFor = async <A>(
   what: string,
   f: () => Promise<A | null | undefined | false>,
-  timeoutMs = 20_000,
+  timeoutMs = 60_000,
 ): Promise<A> => {
   const t0 = Date.now()
   for (;;) {
