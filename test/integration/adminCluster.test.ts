@@ -160,7 +160,12 @@ afterAll(async () => {
 
 describe("ekv.admin.cluster.* over real consensus processes", () => {
   it("status shows three voters and a leader", async () => {
-    const s = await until("a leader and 3 voters", (s) => s.leader !== null && voters(s).length === 3)
+    // The first leader writes cluster_id once it has applied its term's first entry (SPEC §2): a
+    // status right after the election may still show it empty.
+    const s = await until(
+      "a leader, 3 voters and the cluster_id",
+      (s) => s.leader !== null && voters(s).length === 3 && s.cluster_id !== "",
+    )
     expect(voters(s)).toEqual(NODES)
     expect(learners(s)).toEqual([])
     expect(NODES).toContain(s.leader)
