@@ -304,3 +304,18 @@ export const toStore = (p: PersistedState): Store => ({
   entries: [...p.entries],
   applied: p.applied,
 })
+
+/** Snapshots `id` at its applied index (the "state machine": the applied list, as text) and compacts its log. */
+export const takeSnapshot = (h: Harness, id: string): void => {
+  const n = h.node(id)
+  const at = n.store.applied
+  const off = n.store.snapshot.meta.index
+  const term = n.store.entries[at - off - 1]!.term
+  const confState = {
+    voters: [...n.rn!.raft.config.voters].sort(),
+    learners: [...n.rn!.raft.config.learners].sort(),
+  }
+  n.store.snapshot = { meta: { index: at, term, confState }, data: bytes(JSON.stringify(n.applied)) }
+  n.store.entries = n.store.entries.slice(at - off)
+  n.rn!.compact(at, confState)
+}

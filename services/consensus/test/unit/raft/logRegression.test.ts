@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest"
 import { Progress, ProgressState } from "../../../src/raft/progress.ts"
 import { emptyState } from "../../../src/raft/rawNode.ts"
 import type { Message } from "../../../src/raft/types.ts"
-import { bytes, Harness, type Store, toStore } from "./harness.ts"
+import { Harness, type Store, takeSnapshot, toStore } from "./harness.ts"
 
 const copyStore = (s: Store): Store => ({
   hardState: { ...s.hardState },
@@ -13,20 +13,6 @@ const copyStore = (s: Store): Store => ({
   entries: [...s.entries],
   applied: s.applied,
 })
-
-const takeSnapshot = (h: Harness, id: string): void => {
-  const n = h.node(id)
-  const at = n.store.applied
-  const off = n.store.snapshot.meta.index
-  const term = n.store.entries[at - off - 1]!.term
-  const confState = {
-    voters: [...n.rn!.raft.config.voters].sort(),
-    learners: [...n.rn!.raft.config.learners].sort(),
-  }
-  n.store.snapshot = { meta: { index: at, term, confState }, data: bytes(JSON.stringify(n.applied)) }
-  n.store.entries = n.store.entries.slice(at - off)
-  n.rn!.compact(at, confState)
-}
 
 const sameLog = (h: Harness, a: string, b: string): void => {
   const la = h.rn(a).raft.log

@@ -1,20 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { bytes, Harness } from "./harness.ts"
-
-/** The harness's "state machine snapshot": the applied list, as text. */
-const takeSnapshot = (h: Harness, id: string): void => {
-  const n = h.node(id)
-  const at = n.store.applied
-  const off = n.store.snapshot.meta.index
-  const term = n.store.entries[at - off - 1]!.term
-  const confState = {
-    voters: [...n.rn!.raft.config.voters].sort(),
-    learners: [...n.rn!.raft.config.learners].sort(),
-  }
-  n.store.snapshot = { meta: { index: at, term, confState }, data: bytes(JSON.stringify(n.applied)) }
-  n.store.entries = n.store.entries.slice(at - off)
-  n.rn!.compact(at, confState)
-}
+import { Harness, takeSnapshot } from "./harness.ts"
 
 describe("snapshots", () => {
   it("compaction keeps the log after the snapshot; restart cost is bounded by it", () => {
