@@ -785,7 +785,7 @@ export class RaftNode {
       this.metrics.snapshots.inc({ kind: "exported" })
       this.log.info("snapshot file written to send", {
         index: exp.meta.index,
-        bytes: (exp as { bytes?: number }).bytes,
+        bytes: exp.bytes,
         ms: Math.round(performance.now() - t0),
       })
     }
