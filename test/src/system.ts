@@ -535,6 +535,24 @@ export class EkvSystem {
     await this.startNode(node)
   }
 
+  /**
+   * Keystores first (consensus opens its session with them), then consensus,
+   * then the admin; on a failure everything is stopped and the error carries
+   * the failure report.
+   */
+  async startAll(): Promise<void> {
+    try {
+      for (const n of this.nodes) await this.start(`keystore-${n}`)
+      await Promise.all(this.nodes.map((n) => this.start(`consensus-${n}`)))
+      await this.startAdmin()
+    } catch (e) {
+      this.markFailed()
+      const report = await this.failureReport()
+      await this.stopAll()
+      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${report}`)
+    }
+  }
+
   startAdmin(): Promise<Proc> {
     return this.start("admin")
   }
@@ -958,17 +976,7 @@ export const startSystem = async (opts: SystemOptions = {}): Promise<EkvSystem> 
   await writeKeyFile(sys.kekFile("a"))
   await writeKeyFile(sys.kekFile("b"))
   if (opts.start ?? true) {
-    try {
-      // Keystores first (consensus opens its session with them), then consensus, then admin.
-      for (const n of nodes) await sys.start(`keystore-${n}`)
-      await Promise.all(nodes.map((n) => sys.start(`consensus-${n}`)))
-      await sys.startAdmin()
-    } catch (e) {
-      sys.markFailed()
-      const report = await sys.failureReport()
-      await sys.stopAll()
-      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${report}`)
-    }
+    await sys.startAll()
   }
   return sys
 }

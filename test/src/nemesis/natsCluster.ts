@@ -16,23 +16,10 @@
 // service.
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
-import { createServer } from "node:net"
 import { join } from "node:path"
 import { literalPasswords, natsServerConfig } from "@ekv/admin"
 import type { NatsFixture } from "../natsFixture.ts"
-import { natsServerBinary } from "../natsFixture.ts"
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.unref()
-    srv.on("error", reject)
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address()
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0
-      srv.close(() => resolve(port))
-    })
-  })
+import { freePort, natsServerBinary } from "../natsFixture.ts"
 
 const live = new Set<ChildProcess>()
 let hooked = false

@@ -28,15 +28,6 @@ export const startNemesisSystem = async (opts: SystemOptions = {}): Promise<Neme
   const sys = new EkvSystem(nats, baseDir, passwords, { ...opts, processEnv })
   await writeKeyFile(sys.kekFile("a"))
   await writeKeyFile(sys.kekFile("b"))
-  try {
-    for (const n of nodes) await sys.start(`keystore-${n}`)
-    await Promise.all(nodes.map((n) => sys.start(`consensus-${n}`)))
-    await sys.startAdmin()
-  } catch (e) {
-    sys.markFailed()
-    const report = await sys.failureReport()
-    await sys.stopAll()
-    throw new Error(`${e instanceof Error ? e.message : String(e)}\n${report}`)
-  }
+  await sys.startAll()
   return { sys, nats }
 }
