@@ -2,7 +2,8 @@
 // use it: one connection per worker process, shared by all its concurrent
 // requests. Every operation either resolves or throws; latency is measured by
 // the caller.
-import { connect, type NatsConnection } from "@nats-io/transport-node"
+import { LeaderRoute } from "@ekv/bus"
+import { connect, type Msg, type NatsConnection } from "@nats-io/transport-node"
 
 export type ClientConfig =
   | { readonly kind: "etcd"; readonly endpoints: ReadonlyArray<string> }
@@ -13,6 +14,8 @@ export type ClientConfig =
       readonly user: string
       readonly pass: string
       readonly prefix: string
+      /** "leader": follow the Ekv-Leader hint (LeaderRoute); "queue": always the queue group. */
+      readonly routing: "leader" | "queue"
     }
 
 export interface Client {
@@ -78,20 +81,30 @@ const ekvClient = async (config: Extract<ClientConfig, { kind: "ekv" }>): Promis
       encoded = { value, base64: Buffer.from(value).toString("base64") }
     return encoded.base64
   }
-  const request = async (subject: string, body: unknown): Promise<Record<string, unknown>> => {
-    const m = await nc.request(`${config.prefix}.${subject}`, enc.encode(JSON.stringify(body)), {
-      timeout: REQUEST_TIMEOUT_MS,
-    })
+  const route = new LeaderRoute(config.prefix)
+  const request = async (op: "put" | "get", body: unknown): Promise<Record<string, unknown>> => {
+    const subject = config.routing === "leader" ? route.subject(op) : `${config.prefix}.kv.${op}`
+    let m: Msg
+    try {
+      m = await nc.request(subject, enc.encode(JSON.stringify(body)), { timeout: REQUEST_TIMEOUT_MS })
+    } catch (e) {
+      route.onUnanswered()
+      throw e
+    }
+    route.onReply(m.headers)
     const code = m.headers?.get("Nats-Service-Error-Code") ?? ""
-    if (code !== "") throw new Error(`ekv ${subject}: ${code} ${m.headers?.get("Nats-Service-Error") ?? ""}`)
+    if (code !== "") {
+      if (code === "503") route.onUnanswered()
+      throw new Error(`ekv ${subject}: ${code} ${m.headers?.get("Nats-Service-Error") ?? ""}`)
+    }
     return JSON.parse(dec.decode(m.data)) as Record<string, unknown>
   }
   return {
     put: async (key, value) => {
-      await request("kv.put", { key, value: base64(value) })
+      await request("put", { key, value: base64(value) })
     },
     get: async (key) => {
-      const r = await request("kv.get", { key, consistency: "linearizable" })
+      const r = await request("get", { key, consistency: "linearizable" })
       if (r.found !== true) throw new Error(`ekv: ${key} not found`)
     },
     close: async () => nc.close(),

@@ -22,7 +22,7 @@ import {
   type TargetResult,
   writeJson,
 } from "./report.ts"
-import { type EkvPhase, PhaseUnavailable, startEkv } from "./targets/ekv.ts"
+import { type EkvPhase, type EkvRouting, PhaseUnavailable, startEkv } from "./targets/ekv.ts"
 import { startEtcd } from "./targets/etcd.ts"
 import { startNatsKv } from "./targets/natsKv.ts"
 import {
@@ -45,6 +45,7 @@ interface Options {
   readonly getKeys: number
   readonly json: string | null
   readonly keep: boolean
+  readonly ekvRouting: EkvRouting
 }
 
 const usage = `usage: npm run bench -- [options]
@@ -60,6 +61,10 @@ const usage = `usage: npm run bench -- [options]
                         while that raises throughput; the best run is reported)
   --get-keys N          keys written before the gets and read at random (default 1000)
   --json FILE           where the JSON results go (default bench-results/<timestamp>.json)
+  --ekv-routing R       how ekv's client picks a node: leader (default; it follows the
+                        Ekv-Leader reply hint to <p>.kv.node.<leader>.*, as a long-lived
+                        client does) or queue (every request to the queue group, so two in
+                        three are relayed by a follower)
   --keep                keep the run directory (data and process logs) afterwards
   --no-setup            skip scripts/setup.sh (node_modules, nats-server) at the start`
 
@@ -96,6 +101,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
     getKeys: number
     json: string | null
     keep: boolean
+    ekvRouting: EkvRouting
   } = {
     targets: [...TARGET_NAMES],
     durationMs: 10_000,
@@ -106,6 +112,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
     getKeys: 1000,
     json: null,
     keep: false,
+    ekvRouting: "leader",
   }
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] ?? ""
@@ -151,6 +158,12 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
       case "--keep":
         o.keep = true
         break
+      case "--ekv-routing": {
+        const v = value()
+        if (v !== "leader" && v !== "queue") fail(`--ekv-routing is leader or queue, not ${v}`)
+        o.ekvRouting = v as EkvRouting
+        break
+      }
       case "--no-setup":
         break
       case "--help":
@@ -174,7 +187,7 @@ const workersFor = (options: Options, target: TargetName, concurrency: number): 
   return Math.max(1, Math.min(4, Math.ceil(concurrency / perWorker)))
 }
 
-const startTarget = (name: TargetName, ctx: TargetContext): Promise<RunningTarget> => {
+const startTarget = (name: TargetName, ctx: TargetContext, options: Options): Promise<RunningTarget> => {
   switch (name) {
     case "etcd":
       return startEtcd(ctx)
@@ -184,6 +197,7 @@ const startTarget = (name: TargetName, ctx: TargetContext): Promise<RunningTarge
       return startEkv(
         ctx,
         { "ekv-plaintext": "plaintext", "ekv-storage": "storage", "ekv-raft": "raft" }[name] as EkvPhase,
+        options.ekvRouting,
       )
   }
 }
@@ -208,7 +222,7 @@ const benchTarget = async (
   say(`${name}: starting`)
   let target: RunningTarget
   try {
-    target = await startTarget(name, ctx)
+    target = await startTarget(name, ctx, options)
   } catch (e) {
     logs.close()
     // "<process> exited before it was ready (...)": say why, from that process's output.

@@ -254,6 +254,8 @@ describe("bus permissions (CONTRACT §9)", () => {
     const op = await connectAs("operator")
     await expectRequestAnswered(op, "ekv.kv.put", "consensus-n1:ekv.kv.put")
     await expectRequestAnswered(op, "ekv.kv.scan", "consensus-n1:ekv.kv.scan")
+    // A node's own copy of the KV API, for clients that follow the Ekv-Leader hint (CONTRACT §2).
+    await expectRequestAnswered(op, "ekv.kv.node.n1.put", "consensus-n1:ekv.kv.node.n1.put")
     await expectRequestAnswered(op, "ekv.admin.cluster.status", "admin:ekv.admin.cluster.status")
     await expectRequestAnswered(op, "ekv.admin.encryption.status", "admin:ekv.admin.encryption.status")
     await expectRequestAnswered(op, "ekv.node.n1.health", "consensus-n1:ekv.node.n1.health")

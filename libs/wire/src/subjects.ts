@@ -7,6 +7,13 @@ import { Result, Schema } from "effect"
 import { InvalidArgument } from "./apiError.ts"
 
 export const DEFAULT_PREFIX = "ekv"
+
+/**
+ * Set on a KV reply that a follower relayed to the leader: the leader's node
+ * id, so a client can send its next requests to `<p>.kv.node.<leader>.<op>`
+ * (CONTRACT.md §2). Absent when the node that answered is the leader.
+ */
+export const LEADER_HINT_HEADER = "Ekv-Leader"
 /** CONTRACT.md §6. */
 export const PREFIX_PATTERN = /^[a-z][a-z0-9-]{0,31}$/
 export const Prefix = Schema.String.check(Schema.isPattern(PREFIX_PATTERN))
@@ -98,6 +105,15 @@ const build = (p: string) => {
       delete: kv("delete"),
       batch: kv("batch"),
       scan: kv("scan"),
+      /**
+       * `<p>.kv.node.<n>.<op>`: node n's own copy of the KV API (CONTRACT.md
+       * §2), same semantics as `<p>.kv.<op>`, for clients that follow the
+       * leader (`LEADER_HINT_HEADER`) and so skip a follower's relay.
+       */
+      node: (node: string) => {
+        const n = token("node id", node)
+        return { op: (op: KvOpName) => `${p}.kv.node.${n}.${op}` }
+      },
     },
     admin: {
       all: `${p}.admin.>`,

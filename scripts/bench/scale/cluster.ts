@@ -144,6 +144,7 @@ export class ScaleCluster {
         say,
       },
       phase,
+      "queue", // the scale script sends its own requests; the target's client is not used
     )
     if (target.client.kind !== "ekv") throw new Error("not an ekv target")
     const url = target.client.servers[0] ?? ""

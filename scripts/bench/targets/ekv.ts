@@ -9,6 +9,8 @@ import { clusterPlan, NODES, PREFIX, prepareBus, Supervisor, waitForLeader } fro
 import { ensureCommand, type RunningTarget, sleep, type TargetContext, versionLine } from "./target.ts"
 
 export type EkvPhase = "plaintext" | "storage" | "raft"
+/** How the client picks a node: following the leader hint, or always the queue group. */
+export type EkvRouting = "leader" | "queue"
 
 const LEADER_TIMEOUT_MS = 60_000
 const ADMIN_TIMEOUT_MS = 60_000
@@ -81,7 +83,11 @@ const adminRequestOnce = async (nc: NatsConnection, subject: string): Promise<Re
   }
 }
 
-export const startEkv = async (ctx: TargetContext, phase: EkvPhase): Promise<RunningTarget> => {
+export const startEkv = async (
+  ctx: TargetContext,
+  phase: EkvPhase,
+  routing: EkvRouting,
+): Promise<RunningTarget> => {
   ensureCommand("nats-server", ["nats-server"], ctx.say)
   const setup = prepareBus({
     dataDir: ctx.dir,
@@ -138,7 +144,7 @@ export const startEkv = async (ctx: TargetContext, phase: EkvPhase): Promise<Run
         : "fsync: the Raft log is written with sync on a quorum before a write is acknowledged; log entries and stored values sealed (AES-256-GCM)"
   return {
     name: phase === "plaintext" ? "ekv-plaintext" : phase === "storage" ? "ekv-storage" : "ekv-raft",
-    description: `ekv 3 nodes (1 NATS server, 3 consensus, 3 keystore, admin), phase ${phase}, operator user over NATS`,
+    description: `ekv 3 nodes (1 NATS server, 3 consensus, 3 keystore, admin), phase ${phase}, operator user over NATS, ${routing === "leader" ? "client follows the leader hint (kv.node.<leader>.*)" : "every request to the queue group (followers relay)"}`,
     durability,
     version: `${versionLine("git", ["rev-parse", "--short", "HEAD"])}; ${versionLine("nats-server", ["--version"])}`,
     facts,
@@ -148,6 +154,7 @@ export const startEkv = async (ctx: TargetContext, phase: EkvPhase): Promise<Run
       user: "operator",
       pass: setup.passwords.operator ?? "",
       prefix: PREFIX,
+      routing,
     },
     serverProcesses: () => supervisor.pids(),
     stop: () => supervisor.stopAll(),

@@ -2,11 +2,12 @@
 // with the same JSON body as the public subject; the reply (success or
 // CONTRACT §1 error) comes back as is.
 import { errorHeaders, errorReply, parseErrorReply, requestFailure } from "@ekv/bus"
-import { ApiError, type RequestError, subjects } from "@ekv/wire"
+import { ApiError, LEADER_HINT_HEADER, type RequestError, subjects } from "@ekv/wire"
 import {
   createInbox,
   headers,
   type Msg,
+  type MsgHdrs,
   type NatsConnection,
   type Subscription,
 } from "@nats-io/transport-node"
@@ -77,13 +78,40 @@ interface Pending {
   readonly msg: Msg
   readonly subject: string
   readonly at: number
+  /** The node relayed to, named in the reply's `Ekv-Leader` header. */
+  readonly leader: string
+}
+
+/**
+ * The reply's headers plus `Ekv-Leader: <leader>`. A success reply has no
+ * headers of its own, so one header set per leader serves them all.
+ */
+class LeaderHints {
+  readonly #plain = new Map<string, MsgHdrs>()
+
+  of(leader: string, reply: MsgHdrs | undefined): MsgHdrs {
+    if (reply === undefined) {
+      let h = this.#plain.get(leader)
+      if (h === undefined) {
+        h = headers()
+        h.set(LEADER_HINT_HEADER, leader)
+        this.#plain.set(leader, h)
+      }
+      return h
+    }
+    const h = headers(reply.code, reply.description)
+    for (const k of reply.keys()) for (const v of reply.values(k)) h.append(k, v)
+    h.set(LEADER_HINT_HEADER, leader)
+    return h
+  }
 }
 
 /**
  * A follower's relay of public requests to the leader, as bytes: the request
  * goes out with a reply subject of this node's own inbox, the leader's reply
  * (success or CONTRACT §1 error, headers included) goes back to the requester
- * unchanged. Nothing is decoded here. The follower answers every request it
+ * unchanged but for one added header, `Ekv-Leader` (the node relayed to), so a
+ * client can address the leader directly next time. Nothing is decoded here. The follower answers every request it
  * received (NATS `allow_responses` expects it), and a leader that is gone or
  * silent becomes a typed Unavailable. One subscription for all requests, one
  * timer for all deadlines: no per-request allocation beyond the map entry.
@@ -94,6 +122,7 @@ export class RequestRelay {
   readonly #prefix: string
   readonly #sub: Subscription
   readonly #pending = new Map<string, Pending>()
+  readonly #hints = new LeaderHints()
   readonly #sweep: ReturnType<typeof setInterval>
   #seq = 0
 
@@ -115,9 +144,10 @@ export class RequestRelay {
     return this.#pending.size
   }
 
-  relay(subject: string, msg: Msg): void {
+  /** Sends `msg` to `subject`, served by node `leader`; the reply goes back to `msg`'s requester. */
+  relay(subject: string, msg: Msg, leader: string): void {
     const token = (this.#seq++).toString(36)
-    this.#pending.set(token, { msg, subject, at: performance.now() })
+    this.#pending.set(token, { msg, subject, at: performance.now(), leader })
     try {
       this.#nc.publish(subject, msg.data, {
         reply: this.#prefix + token,
@@ -140,7 +170,7 @@ export class RequestRelay {
       return
     }
     try {
-      p.msg.respond(m.data, m.headers === undefined ? undefined : { headers: m.headers })
+      p.msg.respond(m.data, { headers: this.#hints.of(p.leader, m.headers) })
     } catch {
       // The connection is gone; nothing more can reach the requester.
     }

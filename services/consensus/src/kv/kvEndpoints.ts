@@ -3,7 +3,11 @@
 // Writes and linearizable reads run on the leader: a follower that knows the
 // leader relays the request as it came (not decoded) to
 // `<p>.internal.<leader>.admin.kv.<op>` and the leader's reply back as it
-// came (`RequestRelay`); the leader never forwards again. A follower that
+// came (`RequestRelay`), adding `Ekv-Leader: <leader>`; the leader never
+// forwards again. Every node also serves `<p>.kv.node.<n>.<op>`, the same API
+// under its own name, so a client that follows that hint reaches the leader
+// without a relay (TiKV and CockroachDB clients route to the leader the
+// same way; a hint gone stale only costs the relay again). A follower that
 // knows no leader answers itself (InvalidArgument or NoLeader). Writes are acknowledged after
 // commit and apply on the leader; reads are linearizable through ReadIndex
 // unless `serializable` (local state).
@@ -254,7 +258,7 @@ const forwardToLeader = (c: KvContext, relay: RequestRelay, op: KvOpName) => {
       subject = internalAdminSubject(c.prefix, leader, "kv", op)
       subjectOf.set(leader, subject)
     }
-    relay.relay(subject, msg)
+    relay.relay(subject, msg, leader)
     return true
   }
 }
@@ -279,15 +283,23 @@ export const serveKv = (c: KvContext) =>
       description: "ekv key-value API (CONTRACT §2)",
       queue: s.service.kv,
       maxConcurrent: 1024,
-      endpoints: OPS.map((op) =>
-        laneEndpoint({
-          name: op,
-          subject: s.kv.op(op),
-          decode: decode(op),
-          encode: encode(op),
-          handle: handle(op, false),
-          route: forwardToLeader(c, relay, op),
-        }),
+      // Each op twice: the queue-group subject every node serves, and this
+      // node's own subject (`<p>.kv.node.<n>.<op>`) for clients that follow
+      // the leader hint; both relay to the leader when this node is not it.
+      endpoints: OPS.flatMap((op) =>
+        [
+          { name: op, subject: s.kv.op(op) },
+          { name: `node-${op}`, subject: s.kv.node(c.node.id).op(op) },
+        ].map(({ name, subject }) =>
+          laneEndpoint({
+            name,
+            subject,
+            decode: decode(op),
+            encode: encode(op),
+            handle: handle(op, false),
+            route: forwardToLeader(c, relay, op),
+          }),
+        ),
       ),
     })
     for (const op of OPS) {

@@ -1,9 +1,10 @@
 // The follower's request relay against a real nats-server: the requester gets
-// the leader's reply byte for byte (errors with their headers), and a leader
+// the leader's reply byte for byte (errors with their headers) plus the
+// `Ekv-Leader` hint, and a leader
 // that is gone or silent becomes a typed Unavailable — never a bare 503 or a
 // request left without an answer.
 import { parseErrorReply } from "@ekv/bus"
-import { ApiError } from "@ekv/wire"
+import { ApiError, LEADER_HINT_HEADER } from "@ekv/wire"
 import { connect, headers, type NatsConnection } from "@nats-io/transport-node"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { startNats } from "../../../../test/src/mod.ts"
@@ -33,7 +34,7 @@ const text = (b: Uint8Array) => new TextDecoder().decode(b)
 const relaying = async (relay: RequestRelay, subject: string, target: string) => {
   follower.subscribe(subject, {
     callback: (err, m) => {
-      if (err === null) relay.relay(target, m)
+      if (err === null) relay.relay(target, m, "n7")
     },
   })
   await follower.flush()
@@ -60,9 +61,14 @@ describe("RequestRelay", () => {
       ),
     )
     expect(ok.map((m) => text(m.data))).toEqual(Array.from({ length: 200 }, (_, i) => `{"echo":"v${i}"}`))
+    // The one thing added: the node relayed to, so the client can address it next time.
+    expect(ok.map((m) => m.headers?.get(LEADER_HINT_HEADER))).toEqual(Array(200).fill("n7"))
     const failed = await client.request("public.kv.put.1", bytes("fail"), { timeout: 5_000 })
     const err = parseErrorReply(failed.headers, failed.data)
     expect(err?._tag).toBe("InvalidArgument")
+    expect(err?.message).toBe("bad")
+    expect(failed.headers?.get("Nats-Service-Error-Code")).toBe("400")
+    expect(failed.headers?.get(LEADER_HINT_HEADER)).toBe("n7")
     expect(relay.pending).toBe(0)
     relay.close()
   })
