@@ -21,6 +21,7 @@ import { NotLeader, type RaftNode } from "../node/raftNode.ts"
 import { applyConfChangeToState, type ConfState, decodeConfChange, type Entry } from "../raft/mod.ts"
 import { type EncState, hasDeks } from "./encryptionState.ts"
 import { floorsFromRows, raiseFromLog } from "./floors.ts"
+import { OwnSeals } from "./ownSeals.ts"
 import { EncryptionSession, type Floors, type RegistrationResult } from "./session.ts"
 
 /** SM metadata name of the keystore state a snapshot carries (SPEC §4.6). */
@@ -84,6 +85,8 @@ export class EncryptionRuntime {
   readonly session: EncryptionSession
   readonly dispatcher: KeystoreDispatcher
   private node: RaftNode | null = null
+  /** This leader's raft envelopes until they apply: opened without a second AES-GCM pass. */
+  private readonly ownSeals = new OwnSeals()
   /** Index of an appended, unapplied enable-raft-envelope entry (SPEC §2.5 proposal barrier). */
   barrierIndex = 0
   private pendingRestore: typeof EncryptionStateExport.Type | null = null
@@ -328,6 +331,8 @@ export class EncryptionRuntime {
                 : `raft DEK ${keyId} not handed over to this node's session yet (new session pending)`,
             transient: true,
           } as SealerHalt
+        const own = this.ownSeals.take(envelope, this.session.dek(keyId))
+        if (own !== undefined) return own
         const r = openRaft(envelope, (id) => this.session.dek(id))
         if (Result.isFailure(r)) {
           this.o.metrics.decryptFailures.inc({ reason: r.failure._tag })
@@ -367,6 +372,7 @@ export class EncryptionRuntime {
         details: { reason: k === "exhausted" ? "LocalEpochExhausted" : "RegistrationPending" },
       })
     const envelope = sealRaft({ dek: k.dek, keyId: k.keyId, nonce: k.counter.next(), plaintext: payload })
+    this.ownSeals.remember(envelope, payload, k.dek)
     this.o.metrics.writesPerDek.inc({ key_id: String(k.keyId) })
     return encodeEntry({ tag: Tag.RaftEnvelope, envelope })
   }
