@@ -6,10 +6,32 @@ export type Labels = Readonly<Record<string, string | number>>
 
 const escapeLabel = (v: string): string => v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"')
 
+// Most updates on hot paths carry one label (`outcome`, `key_id`, …) with a
+// handful of values: their rendered keys are kept, up to a bound per name, so
+// an update does not build and escape the same string again.
+const SINGLE_LABEL_CACHE_PER_NAME = 1024
+const singleLabelKeys = new Map<string, Map<string, string>>()
+
+const singleLabelKey = (name: string, value: string): string => {
+  let byValue = singleLabelKeys.get(name)
+  if (byValue === undefined) {
+    byValue = new Map()
+    singleLabelKeys.set(name, byValue)
+  }
+  let k = byValue.get(value)
+  if (k === undefined) {
+    k = `{${name}="${escapeLabel(value)}"}`
+    if (byValue.size < SINGLE_LABEL_CACHE_PER_NAME) byValue.set(value, k)
+  }
+  return k
+}
+
 const labelKey = (labels: Labels | undefined): string => {
   if (labels === undefined) return ""
-  const names = Object.keys(labels).sort()
+  const names = Object.keys(labels)
+  if (names.length === 1) return singleLabelKey(names[0]!, String(labels[names[0]!]))
   if (names.length === 0) return ""
+  names.sort()
   return `{${names.map((n) => `${n}="${escapeLabel(String(labels[n]))}"`).join(",")}}`
 }
 

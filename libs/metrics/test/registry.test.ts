@@ -37,6 +37,26 @@ describe("Registry", () => {
     expect(() => r.counter("y_total", "y").inc(undefined, -1)).toThrow(RangeError)
   })
 
+  it("keeps one series per label set, however many values one label takes and in any name order", () => {
+    const r = new Registry()
+    const c = r.counter("per_key_total", "per key")
+    // Past the rendered-key cache's bound (1,024 per label name), and every value twice.
+    for (let round = 0; round < 2; round++) for (let i = 0; i < 3_000; i++) c.inc({ key_id: String(i) })
+    expect(c.get({ key_id: "0" })).toBe(2)
+    expect(c.get({ key_id: "2999" })).toBe(2)
+    expect(
+      r
+        .render()
+        .split("\n")
+        .filter((l) => l.startsWith("per_key_total{")),
+    ).toHaveLength(3_000)
+    const g = r.gauge("two_labels", "two")
+    g.set(1, { b: "y", a: "x" })
+    g.set(2, { a: "x", b: "y" })
+    expect(g.get({ a: "x", b: "y" })).toBe(2)
+    expect(r.render()).toContain('two_labels{a="x",b="y"} 2')
+  })
+
   it("serves /metrics over HTTP and 404s elsewhere", async () => {
     const r = new Registry()
     r.gauge("ekv_raft_term", "term").set(7)
