@@ -8,7 +8,13 @@
 //      `truncateFrom`), then write `entries`.
 //   3. hardState: persist it — in the same synchronous (fsync'd) batch as 1 and 2.
 //   4. only then send `messages` (votes and acknowledgements depend on what was
-//      just persisted), and advance(ready).
+//      just persisted), and advance(ready). Exception: when
+//      `messagesBeforePersist` is set (a leader's appends and heartbeats), the
+//      driver may send them before or while it persists (Raft thesis §10.2.1).
+//      That is safe because the leader counts its own copy toward commit only
+//      at advance(), after its write: a commit still needs a majority of
+//      durable copies, and entries a follower got from a leader that crashed
+//      before writing them are an ordinary uncommitted suffix of its term.
 //   5. apply `committedEntries` in order, at its own pace (apply may lag),
 //      reporting durable progress with appliedTo(); serve `readStates` once
 //      applied ≥ their index.
@@ -50,6 +56,7 @@ import type {
   SnapshotMeta,
   SoftState,
 } from "./types.ts"
+import { Role } from "./types.ts"
 
 export interface Ready {
   /** Persist when non-null (changed since the last Ready). */
@@ -64,8 +71,14 @@ export interface Ready {
   readonly truncateFrom: number | null
   /** Install when non-null (see above); the core counts it installed at advance(). */
   readonly snapshot: Snapshot | null
-  /** Send after persisting. */
+  /** Send after persisting (or before, when `messagesBeforePersist`). */
   readonly messages: readonly Message[]
+  /**
+   * Every message may be sent before 1–3 are persisted: this node leads, the
+   * Ready changes no term, vote or rejoining flag and installs no snapshot,
+   * and the messages are only appends and heartbeats.
+   */
+  readonly messagesBeforePersist: boolean
   /** Apply in order (all are persisted locally and committed). */
   readonly committedEntries: readonly Entry[]
   readonly readStates: readonly ReadState[]
@@ -212,6 +225,11 @@ export class RawNode {
     const committedEntries = r.log.nextCommittedEntries(r.maxCommittedBytesPerReady, this.applyWindow())
     if (committedEntries.length > 0) r.log.applying = committedEntries[committedEntries.length - 1]!.index
     const hardState = sameHardState(hs, this.prevHardState) ? null : hs
+    const electionStateChanged =
+      hardState !== null &&
+      (hardState.term !== this.prevHardState.term ||
+        hardState.vote !== this.prevHardState.vote ||
+        (hardState.rejoining === true) !== (this.prevHardState.rejoining === true))
     const rd: Ready = {
       hardState,
       entries,
@@ -222,16 +240,15 @@ export class RawNode {
           : null,
       snapshot,
       messages: r.msgs,
+      messagesBeforePersist:
+        r.role === Role.Leader &&
+        snapshot === null &&
+        !electionStateChanged &&
+        r.msgs.every((m) => m.type === "App" || m.type === "Heartbeat"),
       committedEntries,
       readStates: r.readStates,
       softState: sameSoftState(ss, this.prevSoftState) ? null : ss,
-      mustSync:
-        snapshot !== null ||
-        entries.length > 0 ||
-        (hardState !== null &&
-          (hardState.term !== this.prevHardState.term ||
-            hardState.vote !== this.prevHardState.vote ||
-            (hardState.rejoining === true) !== (this.prevHardState.rejoining === true))),
+      mustSync: snapshot !== null || entries.length > 0 || electionStateChanged,
     }
     r.msgs = []
     r.readStates = []

@@ -78,6 +78,8 @@ export interface SimStats {
   proposalsAccepted: number
   barrierRefusals: number
   wipes: number
+  /** Leaders that crashed after sending a Ready's appends and before writing them. */
+  earlySendCrashes: number
 }
 
 /** What survives a crash. */
@@ -221,6 +223,7 @@ export class Simulation {
     proposalsAccepted: 0,
     barrierRefusals: 0,
     wipes: 0,
+    earlySendCrashes: 0,
   }
 
   constructor(o: SimOptions) {
@@ -422,6 +425,20 @@ export class Simulation {
       `ready ${n.id}${rd.snapshot ? ` snap=${rd.snapshot.meta.index}` : ""} ents=${rd.entries.length ? `${rd.entries[0]!.index}..${rd.entries[rd.entries.length - 1]!.index}` : "-"}${rd.hardState ? ` hs=${rd.hardState.term}/${rd.hardState.vote}/${rd.hardState.commit}` : ""} msgs=${rd.messages.length} apply=${rd.committedEntries.length}`,
     )
     const d = n.durable
+    // A leader's appends and heartbeats may go out before its own write (as the
+    // driver sends them): half the time here, and sometimes it crashes right
+    // after, so followers hold entries their leader never wrote.
+    const early = rd.messagesBeforePersist && this.rng.chance(0.5)
+    if (early) {
+      this.checkDurableBeforeSend(n, rd.messages)
+      for (const m of rd.messages) this.net.push(m)
+      if (!this.healed && this.rng.chance(0.004)) {
+        this.trace(`crash-after-early-send ${n.id}`)
+        this.stats.earlySendCrashes++
+        this.crashNode(n)
+        return
+      }
+    }
     if (rd.snapshot !== null) this.installSnapshot(n, rd.snapshot)
     if (rd.entries.length > 0) {
       const stored = d.snapshot.meta.index + d.entries.length
@@ -437,8 +454,10 @@ export class Simulation {
       this.crashNode(n)
       return
     }
-    this.checkDurableBeforeSend(n, rd.messages)
-    for (const m of rd.messages) this.net.push(m)
+    if (!early) {
+      this.checkDurableBeforeSend(n, rd.messages)
+      for (const m of rd.messages) this.net.push(m)
+    }
     n.applyQueue.push(...rd.committedEntries)
     this.checkReadStates(n, rd)
     rn.advance(rd)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest"
 import { bootstrapState, emptyState, RawNode } from "../../../src/raft/rawNode.ts"
 import type { Entry } from "../../../src/raft/types.ts"
-import { Harness } from "./harness.ts"
+import { bytes, Harness } from "./harness.ts"
 
 const entry = (index: number, term: number): Entry => ({
   index,
@@ -63,6 +63,37 @@ describe("RawNode: the Ready/advance contract", () => {
     expect(rd2.truncateFrom).toBe(2)
     expect(rd2.entries.map((e) => `${e.index}/${e.term}`)).toEqual(["2/3"])
     expect(rd2.mustSync).toBe(true)
+  })
+
+  it("lets a leader send its appends and heartbeats before its own write, and nothing else", () => {
+    const h = new Harness(["n1", "n2", "n3"])
+    h.elect("n1")
+    h.stabilize()
+    // The leader's steady state: new entries and the appends carrying them.
+    const leader = h.rn("n1")
+    leader.propose(bytes("a"))
+    const rd = leader.ready()
+    expect(rd.entries).toHaveLength(1)
+    expect(rd.messages.map((m) => m.type)).toEqual(["App", "App"])
+    expect(rd.messagesBeforePersist).toBe(true)
+    // The leader's own copy counts toward commit only once the write is reported.
+    expect(leader.status().progress.get("n1")?.match).toBeLessThan(rd.entries[0]!.index)
+    leader.advance(rd)
+    expect(leader.status().progress.get("n1")?.match).toBe(rd.entries[0]!.index)
+    // A follower's acknowledgement waits for its write.
+    const follower = h.rn("n2")
+    for (const m of rd.messages) if (m.to === "n2") follower.step(m)
+    const ack = follower.ready()
+    expect(ack.messages.map((m) => m.type)).toEqual(["AppResp"])
+    expect(ack.messagesBeforePersist).toBe(false)
+    follower.advance(ack)
+    h.stabilize()
+    // A campaign changes term and vote: its votes wait for the write.
+    follower.campaign()
+    const campaign = follower.ready()
+    expect(campaign.messages.some((m) => m.type === "Vote" || m.type === "PreVote")).toBe(true)
+    expect(campaign.messagesBeforePersist).toBe(false)
+    follower.advance(campaign)
   })
 
   it("rewindApply hands out again what a halted driver dropped", () => {
