@@ -1,12 +1,261 @@
 // Raw Snappy block format (CONTRACT §7, storage flag bit 0): a varint of the
-// uncompressed length, then literal and copy elements. Compression is
-// snappyjs; decompression is done here, strictly: snappyjs's decoder reads
-// past its input as zeros and does not check the decoded length, and a value
-// that decodes to other bytes than were sealed must fail, not be served.
-import { compress as snappyCompress } from "snappyjs"
+// uncompressed length, then literal and copy elements. Both directions are
+// done here. The compressor is Snappy's reference compressFragment in the
+// variant snappyjs implements (the probe step grows by one per miss), with the
+// hash multiply exact in 32 bits; for the storage path it can give up as soon
+// as the output cannot be smaller than the input, since compression is only
+// used when it is (CONTRACT §7). The decoder is strict: a value that decodes to
+// other bytes than were sealed must fail, not be served.
+
+// The reference compresses 64 KiB fragments independently; copies never reach
+// into an earlier fragment, so hash table positions fit in 16 bits.
+const FRAGMENT_SIZE = 1 << 16
+const MAX_HASH_TABLE_BITS = 14
+// The match scan stops this many bytes before a fragment's end; the rest is a literal.
+const INPUT_MARGIN = 15
+// Below this length a literal is copied byte by byte: a subarray view costs more.
+const SHORT_LITERAL = 16
+// The varint of the uncompressed length is a uint32.
+const MAX_INPUT_LENGTH = 0xffff_ffff
+
+// Module scratch, reused across calls: hash tables by size (all zero between
+// calls) and one output buffer (zero outside a call: it holds plaintext).
+const hashTables: Array<Uint16Array | undefined> = []
+let outputScratch = new Uint8Array(0)
+
+/** The reference's bound on the encoded length of `length` bytes. */
+const maxCompressedLength = (length: number): number => 32 + length + Math.floor(length / 6)
+
+// Any element encodes at most 64 input bytes per 3 output bytes (a 3-byte
+// copy of 64), so `remaining` input bytes need at least this much more output.
+const minEncodedLength = (remaining: number): number => Math.ceil((3 * remaining) / 64)
+
+const literalTagLength = (length: number): number => (length <= 60 ? 1 : length < 256 ? 2 : 3)
+
+const load32 = (a: Uint8Array, i: number): number =>
+  a[i]! | (a[i + 1]! << 8) | (a[i + 2]! << 16) | (a[i + 3]! << 24)
+
+const hash = (key: number, shift: number): number => Math.imul(key, 0x1e35a7bd) >>> shift
+
+// Fragments shorter than 2^14 bytes use a table of the largest power of two not above their length.
+const hashTableBits = (size: number): number => Math.min(31 - Math.clz32(size), MAX_HASH_TABLE_BITS)
+
+const hashTable = (bits: number): Uint16Array => {
+  let table = hashTables[bits]
+  if (table === undefined) {
+    table = new Uint16Array(1 << bits)
+    hashTables[bits] = table
+  }
+  return table
+}
+
+const emitLiteral = (
+  input: Uint8Array,
+  from: number,
+  length: number,
+  out: Uint8Array,
+  op: number,
+): number => {
+  const n = length - 1
+  if (length <= 60) {
+    out[op++] = n << 2
+  } else if (length < 256) {
+    out[op++] = 60 << 2
+    out[op++] = n
+  } else {
+    // a fragment is at most 64 KiB, so two length bytes always suffice
+    out[op++] = 61 << 2
+    out[op++] = n & 0xff
+    out[op++] = n >>> 8
+  }
+  if (length < SHORT_LITERAL) {
+    for (let i = 0; i < length; i++) out[op + i] = input[from + i]!
+  } else {
+    out.set(input.subarray(from, from + length), op)
+  }
+  return op + length
+}
+
+// One copy element of 4..64 bytes: the 2-byte form when it fits (length < 12, offset < 2048).
+const emitCopyUpTo64 = (out: Uint8Array, op: number, offset: number, length: number): number => {
+  if (length < 12 && offset < 2048) {
+    out[op] = 1 | ((length - 4) << 2) | ((offset >>> 8) << 5)
+    out[op + 1] = offset & 0xff
+    return op + 2
+  }
+  out[op] = 2 | ((length - 1) << 2)
+  out[op + 1] = offset & 0xff
+  out[op + 2] = offset >>> 8
+  return op + 3
+}
+
+// Pieces of 64, and 60 before a last piece that would otherwise be under 4 bytes.
+const emitCopy = (out: Uint8Array, op: number, offset: number, length: number): number => {
+  let rest = length
+  while (rest >= 68) {
+    op = emitCopyUpTo64(out, op, offset, 64)
+    rest -= 64
+  }
+  if (rest > 64) {
+    op = emitCopyUpTo64(out, op, offset, 60)
+    rest -= 60
+  }
+  return emitCopyUpTo64(out, op, offset, rest)
+}
+
+// Result of a fragment whose output would pass the limit; what it wrote is already zeroed.
+const ABANDONED = -1
+
+const abandon = (out: Uint8Array, op: number): number => {
+  out.fill(0, 0, op)
+  return ABANDONED
+}
+
+// The input position from which the pending literal (from `nextEmit`) plus
+// the least the rest of the input can cost would take the output past `limit`.
+// Rounded so that it is never before the exact position: giving up is sound.
+const scanGiveUpPosition = (op: number, nextEmit: number, inputEnd: number, limit: number): number =>
+  Math.floor((64 * (limit - op + nextEmit - 1) - 3 * inputEnd) / 61) + 1
+
+/**
+ * Snappy's compressFragment over `input[start, end)`, written at `out[op]`;
+ * returns the new output position, or ABANDONED once the whole output is
+ * bound to exceed `limit` bytes. `table` is all zero on entry.
+ */
+const compressFragment = (
+  input: Uint8Array,
+  start: number,
+  end: number,
+  out: Uint8Array,
+  op: number,
+  limit: number,
+  table: Uint16Array,
+  shift: number,
+): number => {
+  const inputEnd = input.length
+  let nextEmit = start
+  if (end - start >= INPUT_MARGIN) {
+    const ipLimit = end - INPUT_MARGIN
+    let ip = start + 1
+    let nextKey = load32(input, ip)
+    let nextHash = hash(nextKey, shift)
+    scan: for (;;) {
+      // Look for a 4-byte match, probing further apart the longer none is found
+      // (one more byte between probes every 32 misses). Past `stop` the scan
+      // either reached its end or can give up.
+      const stop = Math.min(ipLimit, scanGiveUpPosition(op, nextEmit, inputEnd, limit) - 1)
+      let skip = 32
+      let nextIp = ip
+      let candidate: number
+      let key: number
+      do {
+        ip = nextIp
+        key = nextKey
+        const h = nextHash
+        nextIp = ip + (skip >>> 5)
+        skip += 1
+        if (ip > stop) {
+          if (ip > ipLimit) break scan
+          return abandon(out, op)
+        }
+        // past ipLimit the next probe is never made, so its bytes are not read
+        if (nextIp <= ipLimit) {
+          nextKey = load32(input, nextIp)
+          nextHash = hash(nextKey, shift)
+        }
+        candidate = start + table[h]!
+        table[h] = ip - start
+      } while (key !== load32(input, candidate))
+
+      op = emitLiteral(input, nextEmit, ip - nextEmit, out, op)
+
+      // Extend the match, emit it, and keep going while the next position matches too.
+      do {
+        const base = ip
+        let matched = 4
+        while (ip + matched < end && input[ip + matched] === input[candidate + matched]) matched++
+        ip += matched
+        op = emitCopy(out, op, base - candidate, matched)
+        nextEmit = ip
+        if (ip >= ipLimit) break scan
+        table[hash(load32(input, ip - 1), shift)] = ip - 1 - start
+        key = load32(input, ip)
+        const h = hash(key, shift)
+        candidate = start + table[h]!
+        table[h] = ip - start
+      } while (key === load32(input, candidate))
+
+      ip += 1
+      nextKey = load32(input, ip)
+      nextHash = hash(nextKey, shift)
+    }
+  }
+  if (nextEmit < end) {
+    // the literal is only copied if the output can still come in under the limit
+    const length = end - nextEmit
+    if (op + literalTagLength(length) + length + minEncodedLength(inputEnd - end) > limit) {
+      return abandon(out, op)
+    }
+    op = emitLiteral(input, nextEmit, length, out, op)
+  }
+  return op
+}
+
+/**
+ * Encodes `input` into the output scratch and returns the encoded length, or
+ * ABANDONED (scratch left zero) as soon as the encoding is bound to exceed
+ * `limit` bytes.
+ */
+const encode = (input: Uint8Array, limit: number): number => {
+  const length = input.length
+  const capacity = maxCompressedLength(length)
+  if (outputScratch.length < capacity)
+    outputScratch = new Uint8Array(Math.max(capacity, 2 * outputScratch.length))
+  const out = outputScratch
+  let op = 0
+  for (let v = length; ; v >>>= 7) {
+    if (v < 0x80) {
+      out[op++] = v
+      break
+    }
+    out[op++] = (v & 0x7f) | 0x80
+  }
+  for (let start = 0; start < length; start += FRAGMENT_SIZE) {
+    const end = Math.min(start + FRAGMENT_SIZE, length)
+    const bits = hashTableBits(end - start)
+    const table = hashTable(bits)
+    op = compressFragment(input, start, end, out, op, limit, table, 32 - bits)
+    // Short fragments never touch the table; otherwise it is cleared for the next fragment or call.
+    if (end - start >= INPUT_MARGIN) table.fill(0)
+    if (op === ABANDONED) return ABANDONED
+  }
+  return op > limit ? abandon(out, op) : op
+}
+
+// A fresh, exactly sized copy of the first `length` scratch bytes, which are then zeroed.
+const takeOutput = (length: number): Uint8Array => {
+  const result = outputScratch.slice(0, length)
+  outputScratch.fill(0, 0, length)
+  return result
+}
 
 /** Raw Snappy compression of `bytes` (a fresh Uint8Array). */
-export const compress = (bytes: Uint8Array): Uint8Array => Uint8Array.from(snappyCompress(bytes))
+export const compress = (bytes: Uint8Array): Uint8Array => {
+  if (bytes.length > MAX_INPUT_LENGTH) throw new RangeError("raw Snappy input must be under 4 GiB")
+  // no limit: the output never outgrows maxCompressedLength
+  return takeOutput(encode(bytes, Number.POSITIVE_INFINITY))
+}
+
+/**
+ * The raw Snappy encoding of `bytes` if it is strictly shorter than `bytes`
+ * (a fresh Uint8Array), else `undefined` — decided as early as possible, with
+ * no output allocated when it is not shorter.
+ */
+export const compressIfSmaller = (bytes: Uint8Array): Uint8Array | undefined => {
+  if (bytes.length > MAX_INPUT_LENGTH) return undefined
+  const length = encode(bytes, bytes.length - 1)
+  return length === ABANDONED ? undefined : takeOutput(length)
+}
 
 // The densest element is a 3-byte copy of 64 bytes: no valid input decodes to
 // more than 64/3 bytes per input byte, so a larger declared length is refused

@@ -17,15 +17,14 @@ export const sealStorageValue = (p: {
   readonly value: Uint8Array
 }): Uint8Array => {
   requireUint8Array("value", p.value)
-  const compressed = Snappy.compress(p.value)
-  const useCompressed = compressed.length < p.value.length
+  const compressed = Snappy.compressIfSmaller(p.value)
   return sealStorage({
     dek: p.dek,
     keyId: p.keyId,
     nonce: p.nonce,
     location: p.location,
-    flag: useCompressed ? FLAG_COMPRESSED : 0,
-    plaintext: useCompressed ? compressed : p.value,
+    flag: compressed === undefined ? 0 : FLAG_COMPRESSED,
+    plaintext: compressed ?? p.value,
   })
 }
 
