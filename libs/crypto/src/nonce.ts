@@ -40,11 +40,23 @@ export const makeNonce = (nodeId16: number, localEpoch: number, writeCount: bigi
   if (writeCount > MAX_WRITE_COUNT) {
     throw new NonceExhausted({ message: `write_count ${writeCount} is past 2^64-1`, nodeId16, localEpoch })
   }
+  // Shifts, not a DataView: viewing a small fresh array's buffer moves it off
+  // V8's heap, which cost more than the rest of a nonce (docs/performance.md).
   const nonce = new Uint8Array(NONCE_LENGTH)
-  const view = new DataView(nonce.buffer)
-  view.setUint16(0, nodeId16, false)
-  view.setUint16(2, localEpoch, false)
-  view.setBigUint64(4, writeCount, false)
+  nonce[0] = nodeId16 >>> 8
+  nonce[1] = nodeId16 & 0xff
+  nonce[2] = localEpoch >>> 8
+  nonce[3] = localEpoch & 0xff
+  const hi = Number(writeCount >> 32n)
+  const lo = Number(writeCount & 0xffff_ffffn)
+  nonce[4] = hi >>> 24
+  nonce[5] = (hi >>> 16) & 0xff
+  nonce[6] = (hi >>> 8) & 0xff
+  nonce[7] = hi & 0xff
+  nonce[8] = lo >>> 24
+  nonce[9] = (lo >>> 16) & 0xff
+  nonce[10] = (lo >>> 8) & 0xff
+  nonce[11] = lo & 0xff
   return nonce
 }
 

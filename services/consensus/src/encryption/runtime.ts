@@ -307,8 +307,15 @@ export class EncryptionRuntime {
     }
   }
 
-  /** Followers open 0x06 at apply (SPEC §2.5); a failure to open is node-local. */
+  /** Followers open 0x06 at apply (SPEC §2.5); a failure to open is node-local. One per runtime. */
   raftOpener(): RaftEnvelopeOpener {
+    this.opener ??= this.makeRaftOpener()
+    return this.opener
+  }
+
+  private opener: RaftEnvelopeOpener | undefined
+
+  private makeRaftOpener(): RaftEnvelopeOpener {
     return {
       open: async (envelope) => {
         const h = envelopeHeader(envelope)

@@ -39,10 +39,27 @@ export const SNAPSHOT_KEY = Uint8Array.of(0x73) // 's'
 export const REJOIN_KEY = Uint8Array.of(0x6a) // 'j'
 export const REJOIN_VALUE = Uint8Array.of(1)
 
+/** Big-endian `n` (a safe integer ≥ 0) into out[at..at+8), with shifts: no DataView, no BigInt. */
+const writeU64 = (out: Uint8Array, at: number, n: number): void => {
+  const hi = Math.floor(n / 0x1_0000_0000)
+  const lo = n >>> 0
+  out[at] = hi >>> 24
+  out[at + 1] = (hi >>> 16) & 0xff
+  out[at + 2] = (hi >>> 8) & 0xff
+  out[at + 3] = hi & 0xff
+  out[at + 4] = lo >>> 24
+  out[at + 5] = (lo >>> 16) & 0xff
+  out[at + 6] = (lo >>> 8) & 0xff
+  out[at + 7] = lo & 0xff
+}
+
+// Entry keys go straight into LevelDB batches. A small fresh Uint8Array lives
+// on V8's heap and is moved off it when native code reads it; a pooled Buffer
+// is off-heap already (keys are not secret, and a batch holds them briefly).
 export const entryKey = (index: number): Uint8Array => {
-  const k = new Uint8Array(9)
+  const k = Buffer.allocUnsafe(9)
   k[0] = ENTRY_PREFIX
-  new DataView(k.buffer).setBigUint64(1, BigInt(index))
+  writeU64(k, 1, index)
   return k
 }
 export const ENTRY_KEY_LOW = entryKey(0)
@@ -51,20 +68,24 @@ export const ENTRY_KEY_HIGH = Uint8Array.of(ENTRY_PREFIX + 1)
 export const indexOfEntryKey = (key: Uint8Array): number =>
   Number(new DataView(key.buffer, key.byteOffset, key.byteLength).getBigUint64(1))
 
+const indexScratch = new Uint8Array(8)
+
 const checksum = (index: number, body: Uint8Array): number => {
-  const idx = new Uint8Array(8)
-  new DataView(idx.buffer).setBigUint64(0, BigInt(index))
-  return crc32(body, crc32(idx))
+  writeU64(indexScratch, 0, index)
+  return crc32(body, crc32(indexScratch))
 }
 
 // entry value = crc32 (4, over index ‖ body) ‖ body; body = term (8) ‖ type (1) ‖ data
 export const encodeEntry = (e: StoredEntry): Uint8Array => {
   const out = new Uint8Array(4 + 9 + e.data.byteLength)
-  const view = new DataView(out.buffer)
-  view.setBigUint64(4, BigInt(e.term))
+  writeU64(out, 4, e.term)
   out[12] = e.type
   out.set(e.data, 13)
-  view.setUint32(0, checksum(e.index, out.subarray(4)))
+  const sum = checksum(e.index, out.subarray(4))
+  out[0] = sum >>> 24
+  out[1] = (sum >>> 16) & 0xff
+  out[2] = (sum >>> 8) & 0xff
+  out[3] = sum & 0xff
   return out
 }
 

@@ -69,9 +69,17 @@ const head = (raw: Uint8Array, extra: readonly number[], tail: number): { out: U
 const writeInvertedIndex = (out: Uint8Array, at: number, index: number): void => {
   const hi = Math.floor(index / 0x1_0000_0000)
   const lo = index % 0x1_0000_0000
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength)
-  view.setUint32(at, 0xffff_ffff - hi)
-  view.setUint32(at + 4, 0xffff_ffff - lo)
+  // Shifts, not a DataView: a DataView over a small fresh array moves it off V8's heap.
+  const h = 0xffff_ffff - hi
+  const l = 0xffff_ffff - lo
+  out[at] = h >>> 24
+  out[at + 1] = (h >>> 16) & 0xff
+  out[at + 2] = (h >>> 8) & 0xff
+  out[at + 3] = h & 0xff
+  out[at + 4] = l >>> 24
+  out[at + 5] = (l >>> 16) & 0xff
+  out[at + 6] = (l >>> 8) & 0xff
+  out[at + 7] = l & 0xff
 }
 
 /** The storage key of version `index` of `userKey` (the storage envelope's AAD location). */
