@@ -103,12 +103,19 @@ class Bad {
 
 class Reader {
   readonly bytes: Uint8Array
-  readonly view: DataView
+  readonly copy: boolean
+  #view: DataView | undefined
   pos: number
-  constructor(bytes: Uint8Array, pos: number) {
+  constructor(bytes: Uint8Array, pos: number, copy: boolean) {
     this.bytes = bytes
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    this.copy = copy
     this.pos = pos
+  }
+  // Made on first use: a KV entry never needs one, and a DataView over a
+  // small array moves it off V8's heap.
+  get view(): DataView {
+    this.#view ??= new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength)
+    return this.#view
   }
   remaining(): number {
     return this.bytes.length - this.pos
@@ -153,8 +160,10 @@ class Reader {
   }
   raw(n: number, what: string): Uint8Array {
     this.need(n, what)
-    // A copy: the payload outlives the buffer it was read from.
-    const out = this.bytes.slice(this.pos, this.pos + n)
+    // A copy unless the caller says the payload dies with the buffer it was read from.
+    const out = this.copy
+      ? this.bytes.slice(this.pos, this.pos + n)
+      : this.bytes.subarray(this.pos, this.pos + n)
     this.pos += n
     return out
   }
@@ -312,7 +321,15 @@ const isTag = (b: number): b is Tag => b <= Tag.RaftEnvelope
  * The payload in `bytes`, or the deterministic rejection (SPEC.md §2.2) every
  * replica records for it. Never throws. Byte fields of the result are copies.
  */
-export const decodeEntry = (bytes: Uint8Array): Result.Result<EntryPayload, EntryDecodeError> => {
+/**
+ * Decodes an entry payload. Byte fields (values, envelopes, wrapped DEKs) are
+ * copies unless `options.copy` is false: then they are views into `bytes`,
+ * for a caller that is done with them before `bytes` changes or goes (apply).
+ */
+export const decodeEntry = (
+  bytes: Uint8Array,
+  options?: { readonly copy?: boolean },
+): Result.Result<EntryPayload, EntryDecodeError> => {
   if (bytes.length === 0) return Result.fail(new MalformedEntry({ tag: undefined, message: "empty payload" }))
   const tag = bytes[0] as number
   if (!isTag(tag)) {
@@ -322,7 +339,7 @@ export const decodeEntry = (bytes: Uint8Array): Result.Result<EntryPayload, Entr
   }
   let payload: EntryPayload
   try {
-    const r = new Reader(bytes, 1)
+    const r = new Reader(bytes, 1, options?.copy !== false)
     payload = decodeBody(r, tag)
     if (r.pos !== bytes.length) throw new Bad(`${bytes.length - r.pos} trailing bytes`)
   } catch (e) {
@@ -337,18 +354,22 @@ export const decodeEntry = (bytes: Uint8Array): Result.Result<EntryPayload, Entr
 
 class Writer {
   buf: Uint8Array
-  view: DataView
+  #view: DataView | undefined
   pos = 0
   constructor(size: number) {
     this.buf = new Uint8Array(size)
-    this.view = new DataView(this.buf.buffer)
+  }
+  // Made on first use (not by KV entries), as in Reader.
+  get view(): DataView {
+    this.#view ??= new DataView(this.buf.buffer)
+    return this.#view
   }
   ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return
     const next = new Uint8Array(Math.max(this.buf.length * 2, this.pos + n))
     next.set(this.buf.subarray(0, this.pos))
     this.buf = next
-    this.view = new DataView(next.buffer)
+    this.#view = undefined
   }
   u8(v: number): void {
     this.ensure(1)
@@ -391,15 +412,10 @@ class Writer {
     this.ensure(s.length / 2)
     for (let i = 0; i < s.length; i += 2) this.buf[this.pos++] = Number.parseInt(s.slice(i, i + 2), 16)
   }
-  kvOp(op: KvOp): void {
-    if (op.op === "put") {
-      this.u8(OP_PUT)
-      this.bytes(utf8Encoder.encode(op.key))
-      this.bytes(op.value)
-    } else {
-      this.u8(OP_DELETE)
-      this.bytes(utf8Encoder.encode(op.key))
-    }
+  kvOp(op: KvOp, key: Uint8Array = utf8Encoder.encode(op.key)): void {
+    this.u8(op.op === "put" ? OP_PUT : OP_DELETE)
+    this.bytes(key)
+    if (op.op === "put") this.bytes(op.value)
   }
   newDek(d: NewDek): void {
     this.u32(d.key_id)
@@ -417,6 +433,9 @@ class Writer {
   }
 }
 
+const varintLength = (n: number): number =>
+  n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x20_0000 ? 3 : n < 0x1000_0000 ? 4 : 5
+
 const kvSize = (op: KvOp): number => 1 + 5 + op.key.length * 3 + (op.op === "put" ? 5 + op.value.length : 0)
 
 /**
@@ -431,9 +450,16 @@ export const encodeEntry = (p: EntryPayload): Uint8Array => {
     throw new InvalidEntryPayload({ message: `cannot encode entry 0x0${p.tag}: ${problem}` })
   switch (p.tag) {
     case Tag.KvOp: {
-      const w = new Writer(1 + kvSize(p.op))
+      // Sized exactly, so the buffer is the entry (no trimming copy).
+      const key = utf8Encoder.encode(p.op.key)
+      const size =
+        2 +
+        varintLength(key.length) +
+        key.length +
+        (p.op.op === "put" ? varintLength(p.op.value.length) + p.op.value.length : 0)
+      const w = new Writer(size)
       w.u8(p.tag)
-      w.kvOp(p.op)
+      w.kvOp(p.op, key)
       return w.done()
     }
     case Tag.KvBatch: {

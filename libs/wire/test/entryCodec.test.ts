@@ -97,6 +97,10 @@ describe("entryCodec properties", () => {
         expect(bytes[0]).toBe(p.tag)
         const r = decodeEntry(bytes)
         expect(Result.isSuccess(r) && r.success).toEqual(p)
+        // Views decode to the same payload; the encoding is exactly sized (no spare bytes).
+        const v = decodeEntry(bytes, { copy: false })
+        expect(Result.isSuccess(v) && v.success).toEqual(p)
+        expect(bytes.buffer.byteLength).toBe(bytes.length)
       }),
       { numRuns: 2000 },
     )
@@ -177,6 +181,18 @@ describe("entryCodec properties", () => {
       tag: Tag.KvOp,
       op: { op: "put", key: "k", value: Uint8Array.of(1, 2, 3) },
     })
+  })
+
+  it("returns views into the input when asked not to copy", () => {
+    const bytes = encodeEntry({ tag: Tag.KvOp, op: { op: "put", key: "k", value: Uint8Array.of(1, 2, 3) } })
+    const r = decodeEntry(bytes, { copy: false })
+    const value =
+      Result.isSuccess(r) && r.success.tag === Tag.KvOp && r.success.op.op === "put"
+        ? r.success.op.value
+        : null
+    expect(value?.buffer).toBe(bytes.buffer)
+    bytes.fill(0)
+    expect(value).toEqual(Uint8Array.of(0, 0, 0))
   })
 })
 

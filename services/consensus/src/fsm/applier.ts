@@ -148,7 +148,8 @@ export class Applier {
           break
         }
         if (e.type === "Normal") {
-          const decoded = decodeEntry(e.data)
+          // Views, not copies: what apply keeps (stored values, envelopes) it seals or copies itself.
+          const decoded = decodeEntry(e.data, { copy: false })
           if (Result.isFailure(decoded)) {
             outcomes.push(this.reject(batch, e, decoded.failure.code, decoded.failure.message))
           } else {
@@ -282,7 +283,7 @@ export class Applier {
           )
         const inner = await (this.opts.raftOpener ?? noRaftEnvelopeOpener).open(p.envelope)
         if (!(inner instanceof Uint8Array)) return { halt: { index: e.index, ...inner } }
-        const d = decodeEntry(inner)
+        const d = decodeEntry(inner, { copy: false })
         if (Result.isFailure(d)) return this.reject(batch, e, d.failure.code, d.failure.message)
         if (d.success.tag !== Tag.KvOp && d.success.tag !== Tag.KvBatch)
           return this.reject(

@@ -8,7 +8,7 @@ import { ApiError, type HaltCode } from "@ekv/wire"
 import { Result } from "effect"
 import type { Version } from "../stateMachine/mvccStore.ts"
 import { EncryptionState, encodeStoredValue } from "../stateMachine/valueHeader.ts"
-import { userKeyBytes, versionKeyFromBytes } from "../stateMachine/versionKey.ts"
+import { versionKey } from "../stateMachine/versionKey.ts"
 
 export interface SealerHalt {
   readonly reason: HaltCode
@@ -52,8 +52,7 @@ export const cleartextSealer: ValueSealer = {
 }
 
 /** The storage key (AAD location) of version `index` of `key`. */
-export const storageKeyOf = (key: string, index: number): Uint8Array =>
-  versionKeyFromBytes(userKeyBytes(key), index)
+export const storageKeyOf = (key: string, index: number): Uint8Array => versionKey(key, index)
 
 /** What the envelope sealer needs of this node's session. */
 export interface SealingKeys {

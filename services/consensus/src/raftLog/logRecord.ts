@@ -100,7 +100,7 @@ export const decodeEntry = (index: number, value: Uint8Array): StoredEntry => {
     index,
     term: Number(view.getBigUint64(4)),
     type: value[12]!,
-    data: Uint8Array.from(value.subarray(13)),
+    data: new Uint8Array(value.subarray(13)),
   }
 }
 

@@ -57,6 +57,7 @@ import {
   prefixRange,
   requireIndex,
   userKeyBytes,
+  versionKey,
   versionKeyFromBytes,
   versionSpace,
   versionsEnd,
@@ -828,9 +829,8 @@ export class ApplyBatch {
   }
 
   private version(key: string, index: number, stored: Uint8Array): void {
-    const raw = userKeyBytes(key)
     this.effect(index)
-    const storageKey = versionKeyFromBytes(raw, index)
+    const storageKey = versionKey(key, index)
     this.push({ type: "put", key: storageKey, value: stored })
     this.latest.set(key, { index, stored, storageKey })
   }

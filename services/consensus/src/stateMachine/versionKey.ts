@@ -82,9 +82,20 @@ const writeInvertedIndex = (out: Uint8Array, at: number, index: number): void =>
   out[at + 7] = l & 0xff
 }
 
-/** The storage key of version `index` of `userKey` (the storage envelope's AAD location). */
-export const versionKey = (userKey: string, index: number): Uint8Array =>
-  versionKeyFromBytes(userKeyBytes(userKey), index)
+// Applying a put builds the same storage key twice in a row: as the storage
+// envelope's AAD location, then as the LevelDB key. The last one is kept and
+// handed out again (callers only read it).
+let lastVersionKey: { readonly userKey: string; readonly index: number; readonly bytes: Uint8Array } | null =
+  null
+
+/** The storage key of version `index` of `userKey` (the storage envelope's AAD location). Read-only. */
+export const versionKey = (userKey: string, index: number): Uint8Array => {
+  const last = lastVersionKey
+  if (last !== null && last.index === index && last.userKey === userKey) return last.bytes
+  const bytes = versionKeyFromBytes(userKeyBytes(userKey), index)
+  lastVersionKey = { userKey, index, bytes }
+  return bytes
+}
 
 export const versionKeyFromBytes = (raw: Uint8Array, index: number): Uint8Array => {
   requireIndex("index", index)

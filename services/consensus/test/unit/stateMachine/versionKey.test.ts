@@ -10,6 +10,7 @@ import {
   MAX_INDEX,
   prefixRange,
   versionKey,
+  versionKeyFromBytes,
   versionPrefix,
   versionsEnd,
 } from "../../../src/stateMachine/versionKey.ts"
@@ -112,5 +113,25 @@ describe("version key (SPEC §2.4 storage key, AAD location)", () => {
     expect(() => decodeVersionKeyBytes(Uint8Array.of(0x01, 0x61, 0x00, 0x02))).toThrow()
     expect(() => decodeVersionKeyBytes(Uint8Array.of(0x01, 0x61, 0x00, 0x01, 1, 2))).toThrow()
     expect(() => decodeVersionKeyBytes(Uint8Array.of(0x00, 0x01))).toThrow()
+  })
+})
+
+describe("versionKey reuse", () => {
+  it("hands out the bytes of exactly the (key, index) asked for, across repeats and changes", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(keyArb, fc.integer({ min: 0, max: 3 })), { minLength: 1, maxLength: 30 }),
+        (calls) => {
+          for (const [key, index] of calls) {
+            const a = versionKey(key, index)
+            const again = versionKey(key, index)
+            expect(again).toBe(a)
+            expect(decodeVersionKey(a)).toEqual({ key, index })
+            expect(hex(a)).toBe(hex(versionKeyFromBytes(utf8.encode(key), index)))
+          }
+        },
+      ),
+      { numRuns: 500 },
+    )
   })
 })
