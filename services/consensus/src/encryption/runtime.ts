@@ -286,8 +286,20 @@ export class EncryptionRuntime {
 
   // ------------------------------------------------------------- sealing
 
-  /** The storage sealer's view of this node's keys. */
+  /** The storage sealer's view of this node's keys (one per runtime: it sits on the apply path). */
   sealingKeys(): SealingKeys {
+    this.keysView ??= this.makeSealingKeys()
+    return this.keysView
+  }
+
+  private keysView: SealingKeys | undefined
+  /** What sealingKey() hands out per session key, made once per key. */
+  private readonly sealingKeyViews = new WeakMap<
+    object,
+    { readonly keyId: number; readonly dek: Uint8Array; readonly next: () => Uint8Array }
+  >()
+
+  private makeSealingKeys(): SealingKeys {
     const m = this.o.metrics
     return {
       active: () => this.state.storageEnvelopeActive,
@@ -297,7 +309,12 @@ export class EncryptionRuntime {
           if (k === "wait") this.session.reconcile()
           return k
         }
-        return { keyId: k.keyId, dek: k.dek, next: () => k.counter.next() }
+        let view = this.sealingKeyViews.get(k)
+        if (view === undefined) {
+          view = { keyId: k.keyId, dek: k.dek, next: () => k.counter.next() }
+          this.sealingKeyViews.set(k, view)
+        }
+        return view
       },
       dek: (id) => (this.state.keys[String(id)]?.retired === true ? undefined : this.session.dek(id)),
       sessionOpen: () => this.session.keysLoaded,
@@ -316,40 +333,50 @@ export class EncryptionRuntime {
   private opener: RaftEnvelopeOpener | undefined
 
   private makeRaftOpener(): RaftEnvelopeOpener {
+    const openWith = (envelope: Uint8Array, dek: Uint8Array | undefined): Uint8Array | SealerHalt => {
+      const own = this.ownSeals.take(envelope, dek)
+      if (own !== undefined) return own
+      const r = openRaft(envelope, (id) => this.session.dek(id))
+      if (Result.isFailure(r)) {
+        this.o.metrics.decryptFailures.inc({ reason: r.failure._tag })
+        return {
+          reason: "RaftEnvelopeOpenFailed",
+          message: `raft envelope does not open: ${r.failure.message}`,
+          transient: false,
+        }
+      }
+      return r.success.plaintext
+    }
+    // No session yet, or a DEK of the replicated state it lacks: both are this node's to fix.
+    const pending = (keyId: number) =>
+      this.session.dek(keyId) === undefined &&
+      (this.session.sessionId === null || this.session.missingKeyIds().includes(keyId))
+    const afterWaiting = async (envelope: Uint8Array, keyId: number): Promise<Uint8Array | SealerHalt> => {
+      const deadline = Date.now() + 5_000
+      while (pending(keyId) && Date.now() < deadline) {
+        this.session.reconcile()
+        await this.session.changed(250)
+      }
+      if (pending(keyId))
+        return {
+          reason: "KeystoreUnavailable",
+          message:
+            this.session.sessionId === null
+              ? "no keystore session to open raft envelopes"
+              : `raft DEK ${keyId} not handed over to this node's session yet (new session pending)`,
+          transient: true,
+        }
+      // Held now, or not a key this node should have (then the open fails: a node-local halt).
+      return openWith(envelope, this.session.dek(keyId))
+    }
     return {
-      open: async (envelope) => {
+      open: (envelope) => {
         const h = envelopeHeader(envelope)
         const keyId = Result.isSuccess(h) ? h.success.keyId : 0
-        // No session yet, or a DEK of the replicated state it lacks: both are this node's to fix.
-        const pending = () =>
-          this.session.dek(keyId) === undefined &&
-          (this.session.sessionId === null || this.session.missingKeyIds().includes(keyId))
-        const deadline = Date.now() + 5_000
-        while (pending() && Date.now() < deadline) {
-          this.session.reconcile()
-          await this.session.changed(250)
-        }
-        if (pending())
-          return {
-            reason: "KeystoreUnavailable",
-            message:
-              this.session.sessionId === null
-                ? "no keystore session to open raft envelopes"
-                : `raft DEK ${keyId} not handed over to this node's session yet (new session pending)`,
-            transient: true,
-          } as SealerHalt
-        const own = this.ownSeals.take(envelope, this.session.dek(keyId))
-        if (own !== undefined) return own
-        const r = openRaft(envelope, (id) => this.session.dek(id))
-        if (Result.isFailure(r)) {
-          this.o.metrics.decryptFailures.inc({ reason: r.failure._tag })
-          return {
-            reason: "RaftEnvelopeOpenFailed",
-            message: `raft envelope does not open: ${r.failure.message}`,
-            transient: false,
-          } as SealerHalt
-        }
-        return r.success.plaintext
+        const dek = this.session.dek(keyId)
+        // The key at hand: open now, no promise (the common case at apply).
+        if (dek !== undefined) return openWith(envelope, dek)
+        return afterWaiting(envelope, keyId)
       },
     }
   }

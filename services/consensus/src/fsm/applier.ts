@@ -44,7 +44,8 @@ export interface ApplyResult {
 
 /** Opens a 0x06 payload at apply (SPEC §2.5): the inner 0x00/0x01 bytes, or a node-local halt. */
 export interface RaftEnvelopeOpener {
-  open(envelope: Uint8Array): Promise<Uint8Array | SealerHalt>
+  /** Answers at once when the key is at hand; a promise only when it must wait for the session. */
+  open(envelope: Uint8Array): Uint8Array | SealerHalt | Promise<Uint8Array | SealerHalt>
 }
 
 export const noRaftEnvelopeOpener: RaftEnvelopeOpener = {
@@ -241,7 +242,8 @@ export class Applier {
           )
         const ops: readonly KvOp[] = p.tag === Tag.KvOp ? [p.op] : p.ops
         if (ops.some((o) => o.op === "put") && this.opts.sealer.prepare !== undefined) {
-          const h = await this.opts.sealer.prepare()
+          const ready = this.opts.sealer.prepare()
+          const h = ready instanceof Promise ? await ready : ready
           if (h !== null) return { halt: { index: e.index, ...h } }
         }
         let deleted = false
@@ -281,7 +283,8 @@ export class Applier {
             RejectionCode.SealedBeforeCutover,
             `raft envelope at or before cutover ${this.cutoverIndex}`,
           )
-        const inner = await (this.opts.raftOpener ?? noRaftEnvelopeOpener).open(p.envelope)
+        const opening = (this.opts.raftOpener ?? noRaftEnvelopeOpener).open(p.envelope)
+        const inner = opening instanceof Promise ? await opening : opening
         if (!(inner instanceof Uint8Array)) return { halt: { index: e.index, ...inner } }
         const d = decodeEntry(inner, { copy: false })
         if (Result.isFailure(d)) return this.reject(batch, e, d.failure.code, d.failure.message)

@@ -22,10 +22,11 @@ export interface ValueSealer {
   /** The value of a stored (non-tombstone) version; fails with OpenFailure when it does not open. */
   open(v: Version): Uint8Array
   /**
-   * Called before an entry with puts applies: resolves null once `seal` can
-   * run, or a node-local halt (no registered epoch in time, epoch exhausted).
+   * Called before an entry with puts applies: null once `seal` can run, or a
+   * node-local halt (no registered epoch in time, epoch exhausted). Answers
+   * at once (no promise) when it need not wait, which is almost always.
    */
-  prepare?(): Promise<SealerHalt | null>
+  prepare?(): SealerHalt | null | Promise<SealerHalt | null>
 }
 
 /** A stored value that cannot be opened: read as IntegrityError, never as data (SPEC §2.4). */
@@ -79,28 +80,36 @@ export interface SealingKeys {
 /** How long an apply waits for this node's registration before reporting a (transient) halt. */
 const PREPARE_WAIT_MS = 5_000
 
+const exhaustedHalt: SealerHalt = {
+  reason: "LocalEpochExhausted",
+  message: "this node's epoch of the active storage DEK is exhausted; rotate the storage DEK",
+  transient: false,
+}
+
+/** Waits (bounded) for a registered epoch of the active storage DEK. */
+const awaitSealingKey = async (k: SealingKeys): Promise<SealerHalt | null> => {
+  const deadline = Date.now() + PREPARE_WAIT_MS
+  for (;;) {
+    const s = k.sealingKey()
+    if (s === "exhausted") return exhaustedHalt
+    if (s !== "wait") return null
+    const left = deadline - Date.now()
+    if (left <= 0)
+      return {
+        reason: "KeystoreUnavailable",
+        message: "no committed registration of the active storage DEK for this node yet (session pending)",
+        transient: true,
+      }
+    await k.changed(Math.min(left, 500))
+  }
+}
+
 export const envelopeSealer = (k: SealingKeys): ValueSealer => ({
-  async prepare() {
+  prepare() {
     if (!k.active()) return null
-    const deadline = Date.now() + PREPARE_WAIT_MS
-    for (;;) {
-      const s = k.sealingKey()
-      if (s === "exhausted")
-        return {
-          reason: "LocalEpochExhausted",
-          message: "this node's epoch of the active storage DEK is exhausted; rotate the storage DEK",
-          transient: false,
-        }
-      if (s !== "wait") return null
-      const left = deadline - Date.now()
-      if (left <= 0)
-        return {
-          reason: "KeystoreUnavailable",
-          message: "no committed registration of the active storage DEK for this node yet (session pending)",
-          transient: true,
-        }
-      await k.changed(Math.min(left, 500))
-    }
+    const s = k.sealingKey()
+    if (s === "exhausted") return exhaustedHalt
+    return s === "wait" ? awaitSealingKey(k) : null
   },
   seal(key, index, value) {
     if (!k.active()) return encodeStoredValue(EncryptionState.Cleartext, value)
