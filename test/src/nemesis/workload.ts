@@ -7,7 +7,8 @@
 // Keys come in groups of three (`g<j>/a|b|c`); a batch touches 2–3 keys of
 // one group only, so the checker's batch-joined partitions stay small.
 // Every written value is unique (`<client>:<n>`), so a read names its write.
-import type { NatsConnection } from "@nats-io/transport-node"
+import { LeaderRoute } from "@ekv/bus"
+import type { Msg, NatsConnection } from "@nats-io/transport-node"
 import {
   type HistoryRecorder,
   type KvBatchItem,
@@ -80,13 +81,16 @@ export class Workload {
   }
 
   private async loop(nc: NatsConnection, client: number, rng: () => number): Promise<void> {
+    // Odd clients follow the Ekv-Leader hint (node-addressed subjects), even ones use the
+    // queue group: both paths run under every fault.
+    const route = client % 2 === 1 ? new LeaderRoute("ekv") : undefined
     let gen = 0
     let n = 0
     while (this.running) {
       n++
       const input = this.nextInput(rng, client, n)
       const proc = `c${client}.${gen}`
-      const outcome = await runOp(nc, this.rec, proc, input, this.opts.timeoutMs ?? 5_000)
+      const outcome = await runOp(nc, this.rec, proc, input, this.opts.timeoutMs ?? 5_000, route)
       this.counts[outcome]++
       // A process with an unknown op is "crashed" (Jepsen): it continues under a new name.
       if (outcome === "info") gen++
@@ -114,6 +118,10 @@ const SUBJECT: Record<KvInput["f"], string> = {
   batch: "ekv.kv.batch",
 }
 
+/** The subject for `input`: the leader's own when `route` follows the hint, else the queue group's. */
+const subjectFor = (input: KvInput, route: LeaderRoute | undefined): string =>
+  route === undefined ? SUBJECT[input.f] : route.subject(input.f)
+
 const body = (input: KvInput): unknown => {
   switch (input.f) {
     case "put":
@@ -134,12 +142,21 @@ export const runOp = async (
   proc: string,
   input: KvInput,
   timeoutMs: number,
+  route?: LeaderRoute,
 ): Promise<"ok" | "fail" | "info"> => {
   const id = rec.invoke(proc, input)
   try {
-    const m = await nc.request(SUBJECT[input.f], JSON.stringify(body(input)), { timeout: timeoutMs })
+    let m: Msg
+    try {
+      m = await nc.request(subjectFor(input, route), JSON.stringify(body(input)), { timeout: timeoutMs })
+    } catch (e) {
+      route?.onUnanswered()
+      throw e
+    }
+    route?.onReply(m.headers)
     const r = parseReply<Record<string, unknown>>(m.headers, m.data)
     if (!r.ok) {
+      if (r.error.code === "Unavailable") route?.onUnanswered()
       const o = outcomeOfError(input, r.error.code)
       if (o === "fail") rec.fail(id, r.error.code)
       else rec.info(id, r.error.code)
