@@ -224,14 +224,15 @@ class Reader {
     }
     throw new Bad(`${what} too long`)
   }
-  raw(n: number, what: string): Uint8Array {
+  /** `n` bytes: a copy (what outlives the frame), or a view for what is parsed and dropped at once. */
+  raw(n: number, what: string, copy = true): Uint8Array {
     if (this.remaining < n) throw new Bad(`truncated ${what}`)
-    const out = this.b.slice(this.pos, this.pos + n)
+    const out = copy ? this.b.slice(this.pos, this.pos + n) : this.b.subarray(this.pos, this.pos + n)
     this.pos += n
     return out
   }
-  bytes(what: string): Uint8Array {
-    return this.raw(this.varint(`${what} length`), what)
+  bytes(what: string, copy = true): Uint8Array {
+    return this.raw(this.varint(`${what} length`), what, copy)
   }
   str(what: string, max = Number.POSITIVE_INFINITY): string {
     const len = this.varint(`${what} length`)
@@ -374,7 +375,8 @@ export const decodeFrame = (bytes: Uint8Array): DecodeResult<Message[]> =>
     if (n > r.remaining) throw new Bad("truncated frame")
     const out: Message[] = []
     for (let i = 0; i < n; i++) {
-      const body = r.bytes("message")
+      // A view: the message is decoded here and only its entries' data (copied) outlive the frame.
+      const body = r.bytes("message", false)
       const inner = new Reader(body)
       out.push(readMessage(inner))
       inner.end("message")
