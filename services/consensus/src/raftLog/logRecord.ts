@@ -3,6 +3,7 @@
 // mismatch is the node-local fault `CorruptLog`.
 import { crc32 } from "node:zlib"
 import { Data } from "effect"
+import { writeU32, writeU64 } from "../bigEndian.ts"
 
 export class CorruptLog extends Data.TaggedError("CorruptLog")<{
   readonly index: number | null
@@ -39,20 +40,6 @@ export const SNAPSHOT_KEY = Uint8Array.of(0x73) // 's'
 export const REJOIN_KEY = Uint8Array.of(0x6a) // 'j'
 export const REJOIN_VALUE = Uint8Array.of(1)
 
-/** Big-endian `n` (a safe integer ≥ 0) into out[at..at+8), with shifts: no DataView, no BigInt. */
-const writeU64 = (out: Uint8Array, at: number, n: number): void => {
-  const hi = Math.floor(n / 0x1_0000_0000)
-  const lo = n >>> 0
-  out[at] = hi >>> 24
-  out[at + 1] = (hi >>> 16) & 0xff
-  out[at + 2] = (hi >>> 8) & 0xff
-  out[at + 3] = hi & 0xff
-  out[at + 4] = lo >>> 24
-  out[at + 5] = (lo >>> 16) & 0xff
-  out[at + 6] = (lo >>> 8) & 0xff
-  out[at + 7] = lo & 0xff
-}
-
 // Entry keys go straight into LevelDB batches. A small fresh Uint8Array lives
 // on V8's heap and is moved off it when native code reads it; a pooled Buffer
 // is off-heap already (keys are not secret, and a batch holds them briefly).
@@ -81,11 +68,7 @@ export const encodeEntry = (e: StoredEntry): Uint8Array => {
   writeU64(out, 4, e.term)
   out[12] = e.type
   out.set(e.data, 13)
-  const sum = checksum(e.index, out.subarray(4))
-  out[0] = sum >>> 24
-  out[1] = (sum >>> 16) & 0xff
-  out[2] = (sum >>> 8) & 0xff
-  out[3] = sum & 0xff
+  writeU32(out, 0, checksum(e.index, out.subarray(4)))
   return out
 }
 

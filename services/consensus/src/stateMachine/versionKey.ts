@@ -15,6 +15,7 @@
 //   user key one contiguous range starting with versionPrefix(k).
 // - the inverted big-endian index puts the newest version first, so the newest
 //   version ≤ i is the first key ≥ versionKey(k, i): one seek.
+import { writeU32 } from "../bigEndian.ts"
 import { CorruptRecord, InvalidArgument } from "./errors.ts"
 
 export const VERSION_SPACE = 0x01
@@ -69,17 +70,8 @@ const head = (raw: Uint8Array, extra: readonly number[], tail: number): { out: U
 const writeInvertedIndex = (out: Uint8Array, at: number, index: number): void => {
   const hi = Math.floor(index / 0x1_0000_0000)
   const lo = index % 0x1_0000_0000
-  // Shifts, not a DataView: a DataView over a small fresh array moves it off V8's heap.
-  const h = 0xffff_ffff - hi
-  const l = 0xffff_ffff - lo
-  out[at] = h >>> 24
-  out[at + 1] = (h >>> 16) & 0xff
-  out[at + 2] = (h >>> 8) & 0xff
-  out[at + 3] = h & 0xff
-  out[at + 4] = l >>> 24
-  out[at + 5] = (l >>> 16) & 0xff
-  out[at + 6] = (l >>> 8) & 0xff
-  out[at + 7] = l & 0xff
+  writeU32(out, at, 0xffff_ffff - hi)
+  writeU32(out, at + 4, 0xffff_ffff - lo)
 }
 
 // Applying a put builds the same storage key twice in a row: as the storage
