@@ -132,6 +132,9 @@ describe("encryption lifecycle from the images", () => {
     expect(new Set(reports.map((r) => r.kek_id)).size).toBe(1)
     expect(reports.every((r) => r.next_kek_id !== null && r.next_kek_id !== r.kek_id)).toBe(true)
     await write("plain", 10)
+    // Capable is not yet ready: a leader elected moments ago may still be opening its
+    // writer session (health Unavailable/Registering; the gate says ApplierNotReady).
+    for (const n of system.nodes) await eventually(`${n} session open`, () => system.health(n))
   })
 
   it("bootstraps with discovered writers and enables the storage envelope", async () => {
