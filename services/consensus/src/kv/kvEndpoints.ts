@@ -286,8 +286,9 @@ export const serveKv = (c: KvContext) =>
       // Each op twice: the queue-group subject every node serves, and this
       // node's own subject (`<p>.kv.node.<n>.<op>`) for clients that follow
       // the leader hint; both relay to the leader when this node is not it.
-      endpoints: OPS.flatMap((op) =>
-        [
+      endpoints: OPS.flatMap((op) => {
+        const route = forwardToLeader(c, relay, op)
+        return [
           { name: op, subject: s.kv.op(op) },
           { name: `node-${op}`, subject: s.kv.node(c.node.id).op(op) },
         ].map(({ name, subject }) =>
@@ -297,10 +298,10 @@ export const serveKv = (c: KvContext) =>
             decode: decode(op),
             encode: encode(op),
             handle: handle(op, false),
-            route: forwardToLeader(c, relay, op),
+            route,
           }),
-        ),
-      ),
+        )
+      }),
     })
     for (const op of OPS) {
       yield* serveSubjectLane({
