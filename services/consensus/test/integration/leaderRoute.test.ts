@@ -112,11 +112,15 @@ describe("node-addressed KV subjects", () => {
       route,
       Array.from({ length: 60 }, (_, i) => `routed-a-${i}`),
     )
-    // At most the requests before the first relayed reply used the queue group.
-    const direct = used.filter((s) => s === `${c.prefix}.kv.node.${first}.put`).length
+    // Queue group until the first relayed reply named the leader, then only the leader's subject.
+    const queue = `${c.prefix}.kv.put`
+    const direct = `${c.prefix}.kv.node.${first}.put`
+    const switchedAt = used.indexOf(direct)
     expect(route.leader).toBe(first)
-    expect(direct).toBeGreaterThanOrEqual(60 - used.filter((s) => s === `${c.prefix}.kv.put`).length)
-    expect(used.slice(-50).every((s) => s === `${c.prefix}.kv.node.${first}.put`)).toBe(true)
+    expect(switchedAt).toBeGreaterThanOrEqual(0)
+    expect(used.slice(0, switchedAt).every((s) => s === queue)).toBe(true)
+    expect(used.slice(switchedAt).every((s) => s === direct)).toBe(true)
+    expect(switchedAt).toBeLessThan(10)
 
     const next = c.running().find((n) => n !== first)!
     const t = await c.cluster(first, "transfer-leader", { node: next })
