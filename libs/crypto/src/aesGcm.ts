@@ -71,6 +71,10 @@ export const open = (
     body.fill(0)
     return undefined
   }
+  // GCM is a stream mode: final() adds nothing, and `body` is a Buffer of its
+  // own (not a slice of Node's pool), so it is the plaintext as it stands —
+  // returned as a plain Uint8Array, whose slice() copies as callers expect.
+  if (rest.length === 0) return new Uint8Array(body.buffer, body.byteOffset, body.length)
   const plaintext = new Uint8Array(body.length + rest.length)
   plaintext.set(body, 0)
   plaintext.set(rest, body.length)

@@ -32,6 +32,13 @@ export const FLAG_COMPRESSED = 0x01
 const STORAGE_RESERVED_FLAG_BITS = 0xfe
 const RAFT_AAD_PREFIX = 0x52
 
+/**
+ * Bytes a sealer may leave free before the envelope for the caller's own
+ * prefix (a stored value's header byte, a log entry's tag), so the envelope is
+ * built in the caller's final array instead of being copied into it.
+ */
+export const MAX_HEADROOM = 16
+
 /** Looks up a DEK by key id; `undefined` when the key is not held. */
 export type Keyring = (keyId: number) => Uint8Array | undefined
 
@@ -76,6 +83,14 @@ const raftAad = (headerBytes: Uint8Array): Uint8Array => {
   return aad
 }
 
+const requireHeadroom = (headroom: number): void => {
+  if (!Number.isInteger(headroom) || headroom < 0 || headroom > MAX_HEADROOM) {
+    throw new CryptoArgumentError({
+      message: `headroom must be an integer in 0..${MAX_HEADROOM}, got ${headroom}`,
+    })
+  }
+}
+
 const seal = (
   dek: Uint8Array,
   flag: number,
@@ -83,18 +98,19 @@ const seal = (
   nonce: Uint8Array,
   aadOf: (headerBytes: Uint8Array) => Uint8Array,
   plaintext: Uint8Array,
+  headroom: number,
 ): Uint8Array => {
-  const out = new Uint8Array(ENVELOPE_OVERHEAD + plaintext.length)
-  writeHeader(out, 0, flag, keyId)
-  out.set(nonce, HEADER_LENGTH)
-  const iv = out.subarray(HEADER_LENGTH, HEADER_LENGTH + NONCE_LENGTH)
+  const out = new Uint8Array(headroom + ENVELOPE_OVERHEAD + plaintext.length)
+  writeHeader(out, headroom, flag, keyId)
+  out.set(nonce, headroom + HEADER_LENGTH)
+  const iv = out.subarray(headroom + HEADER_LENGTH, headroom + HEADER_LENGTH + NONCE_LENGTH)
   AesGcm.sealInto(
     dek,
     iv,
-    aadOf(out.subarray(0, HEADER_LENGTH)),
+    aadOf(out.subarray(headroom, headroom + HEADER_LENGTH)),
     plaintext,
     out,
-    HEADER_LENGTH + NONCE_LENGTH,
+    headroom + HEADER_LENGTH + NONCE_LENGTH,
   )
   return out
 }
@@ -111,6 +127,8 @@ export const sealStorage = (p: {
   readonly nonce: Uint8Array
   readonly location: Uint8Array
   readonly plaintext: Uint8Array
+  /** Zero bytes left before the envelope in the returned array (default 0; see MAX_HEADROOM). */
+  readonly headroom?: number
 }): Uint8Array => {
   requireBytes("dek", p.dek, KEY_LENGTH)
   requireKeyId(p.keyId)
@@ -125,8 +143,10 @@ export const sealStorage = (p: {
   requireBytes("nonce", p.nonce, NONCE_LENGTH)
   requireUint8Array("location", p.location)
   requireUint8Array("plaintext", p.plaintext)
+  const headroom = p.headroom ?? 0
+  requireHeadroom(headroom)
   const location = p.location
-  return seal(p.dek, p.flag, p.keyId, p.nonce, (h) => storageAad(h, location), p.plaintext)
+  return seal(p.dek, p.flag, p.keyId, p.nonce, (h) => storageAad(h, location), p.plaintext, headroom)
 }
 
 /** Seals a raft log payload under the raft DEK (flag 0x00, no location). */
@@ -135,12 +155,16 @@ export const sealRaft = (p: {
   readonly keyId: number
   readonly nonce: Uint8Array
   readonly plaintext: Uint8Array
+  /** Zero bytes left before the envelope in the returned array (default 0; see MAX_HEADROOM). */
+  readonly headroom?: number
 }): Uint8Array => {
   requireBytes("dek", p.dek, KEY_LENGTH)
   requireKeyId(p.keyId)
   requireBytes("nonce", p.nonce, NONCE_LENGTH)
   requireUint8Array("plaintext", p.plaintext)
-  return seal(p.dek, 0, p.keyId, p.nonce, raftAad, p.plaintext)
+  const headroom = p.headroom ?? 0
+  requireHeadroom(headroom)
+  return seal(p.dek, 0, p.keyId, p.nonce, raftAad, p.plaintext, headroom)
 }
 
 export interface EnvelopeHeader {

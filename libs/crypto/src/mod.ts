@@ -8,6 +8,7 @@ export {
   envelopeHeader,
   FLAG_COMPRESSED,
   type Keyring,
+  MAX_HEADROOM,
   openRaft,
   openStorage,
   sealRaft,

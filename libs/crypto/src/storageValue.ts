@@ -15,6 +15,8 @@ export const sealStorageValue = (p: {
   readonly nonce: Uint8Array
   readonly location: Uint8Array
   readonly value: Uint8Array
+  /** Zero bytes left before the envelope in the returned array (see sealStorage). */
+  readonly headroom?: number
 }): Uint8Array => {
   requireUint8Array("value", p.value)
   const compressed = Snappy.compressIfSmaller(p.value)
@@ -25,6 +27,7 @@ export const sealStorageValue = (p: {
     location: p.location,
     flag: compressed === undefined ? 0 : FLAG_COMPRESSED,
     plaintext: compressed ?? p.value,
+    headroom: p.headroom ?? 0,
   })
 }
 

@@ -1,5 +1,6 @@
 // AES-GCM keeps one KeyObject per key array (speed), but never an old key for an array
-// whose bytes changed: a zeroed or overwritten key seals as what it now holds.
+// whose bytes changed: a zeroed or overwritten key seals as what it now holds. What
+// open returns is the decipher's own output, handed over without a copy.
 import { createCipheriv, randomBytes } from "node:crypto"
 import { describe, expect, it } from "vitest"
 import { open, sealInto } from "../src/aesGcm.ts"
@@ -46,5 +47,26 @@ describe("aesGcm key objects", () => {
     expect(sealWith(key, nonce, aad, pt)).toEqual(reference(key, nonce, aad, pt))
     // The old key no longer opens what the array's new bytes sealed, and vice versa.
     expect(open(key, nonce, aad, before.subarray(0, 40), before.subarray(40))).toBeUndefined()
+  })
+})
+
+describe("aesGcm open", () => {
+  it("returns a plain Uint8Array that owns its bytes: slice() copies, and nothing else shares its memory", () => {
+    const key = new Uint8Array(randomBytes(32))
+    for (const length of [0, 1, 15, 16, 256, 4096]) {
+      const nonce = randomBytes(12)
+      const pt = randomBytes(length)
+      const sealed = sealWith(key, nonce, new Uint8Array(), pt)
+      const opened = open(key, nonce, new Uint8Array(), sealed.subarray(0, length), sealed.subarray(length))
+      expect(opened).toEqual(new Uint8Array(pt))
+      expect(Object.getPrototypeOf(opened)).toBe(Uint8Array.prototype)
+      expect(opened!.byteOffset).toBe(0)
+      expect(opened!.buffer.byteLength).toBe(length)
+      if (length > 0) {
+        const copy = opened!.slice()
+        copy[0]! ^= 0xff
+        expect(opened![0]).toBe(pt[0])
+      }
+    }
   })
 })

@@ -6,6 +6,7 @@ import {
   ENVELOPE_OVERHEAD,
   envelopeHeader,
   type Keyring,
+  MAX_HEADROOM,
   makeNonce,
   openRaft,
   openStorage,
@@ -238,6 +239,39 @@ describe("storage envelope properties", () => {
     expect(() => sealStorage({ ...p, dek: new Uint8Array(16) })).toThrow()
     expect(() => sealStorage({ ...p, nonce: new Uint8Array(11) })).toThrow()
     expect(() => sealRaft({ ...p, keyId: -1 })).toThrow()
+  })
+})
+
+describe("sealing with headroom (the caller's prefix, built in place)", () => {
+  it("gives the same envelope after that many zero bytes, for either kind", () => {
+    fc.assert(
+      fc.property(storageArb, fc.integer({ min: 0, max: MAX_HEADROOM }), (p, headroom) => {
+        const plain = sealStorage(p)
+        const roomy = sealStorage({ ...p, headroom })
+        expect(roomy.length).toBe(headroom + plain.length)
+        expect(toHex(roomy.subarray(0, headroom))).toBe("00".repeat(headroom))
+        expect(toHex(roomy.subarray(headroom))).toBe(toHex(plain))
+        const raftPlain = sealRaft(p)
+        const raftRoomy = sealRaft({ ...p, headroom })
+        expect(toHex(raftRoomy.subarray(headroom))).toBe(toHex(raftPlain))
+        expect(toHex(raftRoomy.subarray(0, headroom))).toBe("00".repeat(headroom))
+      }),
+    )
+  })
+
+  it("refuses a headroom that is not a small non-negative integer", () => {
+    const p = {
+      dek: new Uint8Array(32),
+      keyId: 1,
+      flag: 0,
+      nonce: new Uint8Array(12),
+      location: new Uint8Array(),
+      plaintext: new Uint8Array(4),
+    }
+    for (const headroom of [-1, 0.5, MAX_HEADROOM + 1, Number.NaN]) {
+      expect(() => sealStorage({ ...p, headroom })).toThrow(/headroom/)
+      expect(() => sealRaft({ ...p, headroom })).toThrow(/headroom/)
+    }
   })
 })
 

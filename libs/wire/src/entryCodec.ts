@@ -534,6 +534,22 @@ export const encodeEntry = (p: EntryPayload): Uint8Array => {
   }
 }
 
+/** Bytes before the envelope in a 0x06 payload: the tag. */
+export const RAFT_ENVELOPE_ENTRY_HEADROOM = 1
+
+/**
+ * The 0x06 payload of an envelope sealed in place after
+ * RAFT_ENVELOPE_ENTRY_HEADROOM free bytes (the same bytes `encodeEntry`
+ * gives, without copying the envelope): writes the tag and returns `bytes`.
+ */
+export const raftEnvelopeEntryInPlace = (bytes: Uint8Array): Uint8Array => {
+  const n = bytes.length - RAFT_ENVELOPE_ENTRY_HEADROOM
+  if (n < MIN_ENVELOPE_BYTES)
+    throw new InvalidEntryPayload({ message: `cannot encode entry 0x06: envelope of ${n} bytes` })
+  bytes[0] = Tag.RaftEnvelope
+  return bytes
+}
+
 const encodeCheck = (p: EntryPayload): string | undefined => {
   switch (p.tag) {
     case Tag.KvOp:

@@ -11,6 +11,8 @@ import {
   MAX_BATCH_OPS,
   MAX_KEY_BYTES,
   MAX_VALUE_BYTES,
+  RAFT_ENVELOPE_ENTRY_HEADROOM,
+  raftEnvelopeEntryInPlace,
   Tag,
 } from "../src/mod.ts"
 
@@ -417,5 +419,20 @@ describe("entryCodec rejections", () => {
       { tag: 6, envelope: new Uint8Array(10) },
     ]
     for (const p of bad) expect(() => encodeEntry(p)).toThrow(InvalidEntryPayload)
+  })
+
+  it("a 0x06 payload built in place is the bytes encodeEntry gives, and refuses what it refuses", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 34, maxLength: 300 }), (envelope) => {
+        const inPlace = new Uint8Array(RAFT_ENVELOPE_ENTRY_HEADROOM + envelope.length)
+        inPlace.set(envelope, RAFT_ENVELOPE_ENTRY_HEADROOM)
+        expect(hex(raftEnvelopeEntryInPlace(inPlace))).toBe(
+          hex(encodeEntry({ tag: Tag.RaftEnvelope, envelope })),
+        )
+      }),
+    )
+    expect(() => raftEnvelopeEntryInPlace(new Uint8Array(RAFT_ENVELOPE_ENTRY_HEADROOM + 33))).toThrow(
+      InvalidEntryPayload,
+    )
   })
 })

@@ -5,7 +5,7 @@
 // guards of SPEC §7 that need consensus state.
 import { envelopeHeader, fullNodeId, nodeId16, openRaft, sealRaft } from "@ekv/crypto"
 import { loadNodeSecret } from "@ekv/keystore"
-import { ApiError, encodeEntry, Tag } from "@ekv/wire"
+import { ApiError, RAFT_ENVELOPE_ENTRY_HEADROOM, raftEnvelopeEntryInPlace } from "@ekv/wire"
 import { FloorsReply, ProposeReply } from "@ekv/wire/consensus-admin-protocol"
 import { EncryptionStateExport } from "@ekv/wire/keystore-protocol"
 import type { NatsConnection } from "@nats-io/transport-node"
@@ -405,10 +405,17 @@ export class EncryptionRuntime {
         message: `this leader cannot seal log entries yet (${k === "exhausted" ? "raft DEK epoch exhausted" : "raft DEK registration pending"}); retry`,
         details: { reason: k === "exhausted" ? "LocalEpochExhausted" : "RegistrationPending" },
       })
-    const envelope = sealRaft({ dek: k.dek, keyId: k.keyId, nonce: k.counter.next(), plaintext: payload })
-    this.ownSeals.remember(envelope, payload, k.dek)
+    // Sealed in place after the entry's tag byte: the array is the 0x06 payload.
+    const entry = sealRaft({
+      dek: k.dek,
+      keyId: k.keyId,
+      nonce: k.counter.next(),
+      plaintext: payload,
+      headroom: RAFT_ENVELOPE_ENTRY_HEADROOM,
+    })
+    this.ownSeals.remember(entry.subarray(RAFT_ENVELOPE_ENTRY_HEADROOM), payload, k.dek)
     this.o.metrics.writesPerDek.inc({ key_id: String(k.keyId) })
-    return encodeEntry({ tag: Tag.RaftEnvelope, envelope })
+    return raftEnvelopeEntryInPlace(entry)
   }
 
   // ------------------------------------------------------------- snapshots (SPEC §4.6)

@@ -7,7 +7,12 @@ import { envelopeHeader, openStorageValue, sealStorageValue } from "@ekv/crypto"
 import { ApiError, type HaltCode } from "@ekv/wire"
 import { Result } from "effect"
 import type { Version } from "../stateMachine/mvccStore.ts"
-import { EncryptionState, encodeStoredValue } from "../stateMachine/valueHeader.ts"
+import {
+  EncryptionState,
+  encodeStoredValue,
+  STORED_HEADER_LENGTH,
+  withSealedHeader,
+} from "../stateMachine/valueHeader.ts"
 import { versionKey } from "../stateMachine/versionKey.ts"
 
 export interface SealerHalt {
@@ -116,15 +121,17 @@ export const envelopeSealer = (k: SealingKeys): ValueSealer => ({
     const s = k.sealingKey()
     // prepare() ran first in the same apply; anything else is a bug, never a silent cleartext write.
     if (typeof s === "string") throw new Error(`no sealing key for ${JSON.stringify(key)}@${index}: ${s}`)
-    const env = sealStorageValue({
+    // The envelope is built after the header byte, in the array that is stored.
+    const stored = sealStorageValue({
       dek: s.dek,
       keyId: s.keyId,
       nonce: s.next(),
       location: storageKeyOf(key, index),
       value,
+      headroom: STORED_HEADER_LENGTH,
     })
     k.onSealed?.(s.keyId)
-    return encodeStoredValue(EncryptionState.StorageEnvelope, env)
+    return withSealedHeader(stored)
   },
   open(v) {
     if (v.header.encryptionState === EncryptionState.Cleartext) return v.payload

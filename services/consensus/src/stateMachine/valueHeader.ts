@@ -83,6 +83,21 @@ export const encodeStoredValue = (encryptionState: EncryptionState, payload: Uin
   return out
 }
 
+/** Bytes the header takes before the payload in a stored value. */
+export const STORED_HEADER_LENGTH = 1
+
+/**
+ * The stored bytes of a sealed value whose envelope was built in place, after
+ * STORED_HEADER_LENGTH free bytes: writes the header there and returns `bytes`.
+ */
+export const withSealedHeader = (bytes: Uint8Array): Uint8Array => {
+  if (bytes.length <= STORED_HEADER_LENGTH) {
+    throw new ValueHeaderError({ message: "a sealed value carries an envelope", reason: "Empty" })
+  }
+  bytes[0] = encodeHeader(sealedHeader)
+  return bytes
+}
+
 /** The stored bytes of a tombstone. */
 export const encodeTombstone = (): Uint8Array => Uint8Array.of(TOMBSTONE_BIT)
 

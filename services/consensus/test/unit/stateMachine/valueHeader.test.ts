@@ -7,6 +7,8 @@ import {
   encodeHeader,
   encodeStoredValue,
   encodeTombstone,
+  STORED_HEADER_LENGTH,
+  withSealedHeader,
 } from "../../../src/stateMachine/valueHeader.ts"
 
 const reason = (f: () => unknown): string | undefined => {
@@ -55,5 +57,15 @@ describe("value header (SPEC §2.4)", () => {
     expect(reason(() => decodeStoredValue(new Uint8Array(0)))).toBe("Empty")
     expect(reason(() => decodeStoredValue(Uint8Array.of(0x04, 1)))).toBe("ReservedEncryptionState")
     expect(reason(() => decodeStoredValue(Uint8Array.of(0x06, 1)))).toBe("ReservedEncryptionState")
+  })
+
+  it("a sealed value built in place after the header byte stores as encodeStoredValue would store it", () => {
+    const envelope = Uint8Array.from({ length: 40 }, (_, i) => (i * 37) & 0xff)
+    const inPlace = new Uint8Array(STORED_HEADER_LENGTH + envelope.length)
+    inPlace.set(envelope, STORED_HEADER_LENGTH)
+    expect([...withSealedHeader(inPlace)]).toEqual([
+      ...encodeStoredValue(EncryptionState.StorageEnvelope, envelope),
+    ])
+    expect(reason(() => withSealedHeader(new Uint8Array(STORED_HEADER_LENGTH)))).toBe("Empty")
   })
 })
