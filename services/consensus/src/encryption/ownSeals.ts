@@ -20,7 +20,11 @@ const WRITE_COUNT_LOW_AT = 14
 const countOf = (envelope: Uint8Array): number | undefined =>
   envelope.length < WRITE_COUNT_LOW_AT + 4
     ? undefined
-    : new DataView(envelope.buffer, envelope.byteOffset + WRITE_COUNT_LOW_AT, 4).getUint32(0, false)
+    : ((envelope[WRITE_COUNT_LOW_AT]! << 24) |
+        (envelope[WRITE_COUNT_LOW_AT + 1]! << 16) |
+        (envelope[WRITE_COUNT_LOW_AT + 2]! << 8) |
+        envelope[WRITE_COUNT_LOW_AT + 3]!) >>>
+      0
 
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
   a.length === b.length &&
@@ -57,8 +61,10 @@ export class OwnSeals {
    * otherwise undefined, and the caller opens the envelope.
    */
   take(envelope: Uint8Array, dek: Uint8Array | undefined): Uint8Array | undefined {
+    // A follower never sealed anything: nothing to look up.
+    if (this.#byCount.size === 0 || dek === undefined) return undefined
     const n = countOf(envelope)
-    if (n === undefined || dek === undefined) return undefined
+    if (n === undefined) return undefined
     const s = this.#byCount.get(n)
     if (s === undefined || s.dek !== dek || !sameBytes(s.envelope, envelope)) return undefined
     this.#byCount.delete(n)

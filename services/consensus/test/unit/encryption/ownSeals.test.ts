@@ -57,6 +57,15 @@ describe("OwnSeals", () => {
     expect(seals.take(envs[2]!, dek)).toEqual(bytes("e2"))
   })
 
+  it("keeps envelopes apart by write count, the low word's top bit set or not", () => {
+    const dek = key(5)
+    const seals = new OwnSeals()
+    const counts = [0x7fff_ffffn, 0x8000_0000n, 0xffff_ffffn, 0x1_0000_0000n]
+    for (const c of counts) seals.remember(seal(dek, c, `c${c}`), bytes(`c${c}`), dek)
+    for (const c of counts) expect(seals.take(seal(dek, c, `c${c}`), dek)).toEqual(bytes(`c${c}`))
+    expect(seals.size).toBe(0)
+  })
+
   it("ignores what is too short to be an envelope", () => {
     const seals = new OwnSeals()
     seals.remember(new Uint8Array(10), bytes("x"), key(4))
