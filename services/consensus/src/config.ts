@@ -30,6 +30,11 @@ export interface ConsensusConfig {
    * database's tables (stateMachine/scrubber.ts), default 8 MiB/s; 0 = off.
    */
   readonly scrubBytesPerSec: number
+  /**
+   * EKV_LEVELDB_WRITE_BUFFER_MB: the write buffer (memtable) of each of the
+   * node's two LevelDB databases, the Raft log and the state, default 32 MiB.
+   */
+  readonly writeBufferBytes: number
 }
 
 export class ConfigError extends Error {
@@ -37,6 +42,13 @@ export class ConfigError extends Error {
 }
 
 const NODE_ID = /^[a-z0-9-]{1,64}$/
+
+// LevelDB's own default write buffer is 4 MiB: every few seconds of 4 KiB
+// puts it flushed a small level-0 table and compacted, which cost more CPU
+// than the puts' own work (docs/performance.md, change 16). RocksDB, under
+// etcd-like stores, defaults to 64 MiB.
+const DEFAULT_WRITE_BUFFER_MB = 32
+const MAX_WRITE_BUFFER_MB = 1024
 
 const VARS = [
   "NATS_URL",
@@ -55,6 +67,7 @@ const VARS = [
   "EKV_ROTATE_ON_STARTUP",
   "EKV_ENCRYPTION_ENABLED",
   "EKV_SCRUB_BYTES_PER_SEC",
+  "EKV_LEVELDB_WRITE_BUFFER_MB",
 ] as const
 
 /** `--nats-url x` / `--nats-url=x` → NATS_URL; `--node-id` is accepted for EKV_NODE_ID too. */
@@ -125,6 +138,15 @@ export const loadConfig = (
   const snapshotEntries = positiveInt("EKV_SNAPSHOT_ENTRIES", e.EKV_SNAPSHOT_ENTRIES, 10_000)
   const electionTimeoutMs = positiveInt("EKV_ELECTION_TIMEOUT_MS", e.EKV_ELECTION_TIMEOUT_MS, 1000, 50)
   const scrubBytesPerSec = positiveInt("EKV_SCRUB_BYTES_PER_SEC", e.EKV_SCRUB_BYTES_PER_SEC, 8 << 20, 0)
+  const writeBufferMb = positiveInt(
+    "EKV_LEVELDB_WRITE_BUFFER_MB",
+    e.EKV_LEVELDB_WRITE_BUFFER_MB,
+    DEFAULT_WRITE_BUFFER_MB,
+  )
+  if (writeBufferMb > MAX_WRITE_BUFFER_MB)
+    throw new ConfigError(
+      `EKV_LEVELDB_WRITE_BUFFER_MB must be at most ${MAX_WRITE_BUFFER_MB}, got ${writeBufferMb}`,
+    )
   let metricsPort: number | undefined
   const mp = e.EKV_METRICS_PORT
   if (mp !== undefined && mp.trim() !== "") {
@@ -159,5 +181,6 @@ export const loadConfig = (
         : path.resolve(e.EKV_NODE_SECRET_FILE),
     rotateOnStartup: /^(1|true|yes|on)$/i.test((e.EKV_ROTATE_ON_STARTUP ?? "").trim()),
     scrubBytesPerSec,
+    writeBufferBytes: writeBufferMb << 20,
   }
 }

@@ -85,6 +85,7 @@ const run = async (): Promise<void> => {
       raftDir: cfg.raftDir,
       stateDir: cfg.stateDir,
       snapshotDir: cfg.snapshotDir,
+      writeBufferBytes: cfg.writeBufferBytes,
       probeCluster: () =>
         probeClusterOverNats({ nats: cfg.nats, prefix: cfg.prefix, nodeId: cfg.nodeId, peers: cfg.peers }),
     })

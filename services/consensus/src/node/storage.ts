@@ -132,6 +132,8 @@ export interface StorageOptions {
   readonly raftDir: string
   readonly stateDir: string
   readonly snapshotDir: string
+  /** The write buffer of each LevelDB database (Raft log, state), bytes; LevelDB's default when absent. */
+  readonly writeBufferBytes?: number
   /** Asked only when the log is empty; null = no peer reports a cluster. */
   readonly probeCluster?: () => Promise<ClusterEvidence | null>
 }
@@ -201,12 +203,15 @@ export const probeClusterOverNats = async (o: ProbeOptions): Promise<ClusterEvid
   return found === null ? null : { ...found, term }
 }
 
+const writeBufferOption = (o: StorageOptions): { writeBufferSize?: number } =>
+  o.writeBufferBytes === undefined ? {} : { writeBufferSize: o.writeBufferBytes }
+
 export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => {
   await fs.mkdir(o.raftDir, { recursive: true, mode: 0o700 })
   await fs.mkdir(o.snapshotDir, { recursive: true, mode: 0o700 })
   let opened: Awaited<ReturnType<typeof RaftLogStore.open>>
   try {
-    opened = await RaftLogStore.open(o.raftDir)
+    opened = await RaftLogStore.open(o.raftDir, writeBufferOption(o))
   } catch (e) {
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.raftDir} is locked by another process`)
     if (e instanceof CorruptLog)
@@ -231,7 +236,7 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
   }
   let sm: MvccStore
   try {
-    sm = await MvccStore.open(stateDb, { allowIncompleteInstall: true })
+    sm = await MvccStore.open(stateDb, { allowIncompleteInstall: true, ...writeBufferOption(o) })
   } catch (e) {
     await log.close()
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.stateDir} is locked by another process`)

@@ -64,13 +64,17 @@ export class RaftLogStore {
    * Opens (creating if missing) the log at `dir`. Fails if another process holds it, and with
    * `CorruptLog` naming the file and offset if any LevelDB file of it is damaged.
    */
-  static async open(dir: string): Promise<{ store: RaftLogStore; log: LoadedLog }> {
+  static async open(
+    dir: string,
+    options: { readonly writeBufferSize?: number } = {},
+  ): Promise<{ store: RaftLogStore; log: LoadedLog }> {
     const files = await verifyLevelDbDir(dir, { tables: "checksums" })
     if (files.problems.length > 0)
       throw new CorruptLog({ index: null, reason: describeProblems(files.problems) })
     const db: Db = new ClassicLevel<Uint8Array, Uint8Array>(dir, {
       keyEncoding: "view",
       valueEncoding: "view",
+      ...(options.writeBufferSize === undefined ? {} : { writeBufferSize: options.writeBufferSize }),
     })
     await db.open()
     try {

@@ -13,6 +13,9 @@ describe("consensus config", () => {
     expect(c.dataDir.endsWith("/data/n1")).toBe(true)
     expect(c.raftDir).toBe(`${c.dataDir}/consensus/raft`)
     expect(c.snapshotDir.startsWith(`${c.dataDir}/consensus/state/`)).toBe(true)
+    expect(c.writeBufferBytes).toBe(32 << 20)
+    expect(loadConfig({ EKV_NODE_ID: "n1", EKV_LEVELDB_WRITE_BUFFER_MB: "4" }).writeBufferBytes).toBe(4 << 20)
+    expect(loadConfig({ EKV_NODE_ID: "n1" }, ["--leveldb-write-buffer-mb=8"]).writeBufferBytes).toBe(8 << 20)
   })
 
   it("takes equal --flags over the environment", () => {
@@ -38,6 +41,9 @@ describe("consensus config", () => {
     [{ EKV_NODE_ID: "n1", EKV_SNAPSHOT_ENTRIES: "0" }, [], "EKV_SNAPSHOT_ENTRIES"],
     [{ EKV_NODE_ID: "n1", EKV_ELECTION_TIMEOUT_MS: "abc" }, [], "EKV_ELECTION_TIMEOUT_MS"],
     [{ EKV_NODE_ID: "n1", EKV_METRICS_PORT: "70000" }, [], "EKV_METRICS_PORT"],
+    [{ EKV_NODE_ID: "n1", EKV_LEVELDB_WRITE_BUFFER_MB: "0" }, [], "EKV_LEVELDB_WRITE_BUFFER_MB"],
+    [{ EKV_NODE_ID: "n1", EKV_LEVELDB_WRITE_BUFFER_MB: "2048" }, [], "EKV_LEVELDB_WRITE_BUFFER_MB"],
+    [{ EKV_NODE_ID: "n1", EKV_LEVELDB_WRITE_BUFFER_MB: "1.5" }, [], "EKV_LEVELDB_WRITE_BUFFER_MB"],
     [{ EKV_NODE_ID: "n1" }, ["--bogus", "1"], "unknown flag"],
     [{ EKV_NODE_ID: "n1" }, ["--node-id"], "needs a value"],
   ] as const)("refuses %j %j with one line", (env, argv, text) => {

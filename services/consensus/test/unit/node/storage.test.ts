@@ -113,6 +113,28 @@ describe("node storage", () => {
     }
   })
 
+  it("gives both LevelDB databases the write buffer asked for: 6 MiB stays in a 64 MiB buffer, and flushes from LevelDB's 4 MiB", async () => {
+    const tablesAfterWriting = async (writeBufferBytes: number | undefined) => {
+      const o = await layout()
+      const s = await openStorage(writeBufferBytes === undefined ? o : { ...o, writeBufferBytes })
+      const a = applierOf(s)
+      const entries = Array.from({ length: 1_600 }, (_, k) => put(k + 2, `${k + 2}-${"k".repeat(2_000)}`))
+      // In batches, as the Raft loop writes: LevelDB switches buffers between writes, not within one.
+      for (let i = 0; i < entries.length; i += 100)
+        await s.log.persist({ entries: entries.slice(i, i + 100).map(toStored) })
+      for (const e of entries) await a.apply([e])
+      // Closing waits for a flush under way; it does not flush the buffer itself.
+      await s.sm.close()
+      await s.log.close()
+      const tables = async (dir: string) => (await fs.readdir(dir)).filter((f) => f.endsWith(".ldb")).length
+      return { raft: await tables(o.raftDir), state: await tables(path.join(o.stateDir, "db")) }
+    }
+    const small = await tablesAfterWriting(undefined)
+    expect(small.raft).toBeGreaterThan(0)
+    expect(small.state).toBeGreaterThan(0)
+    expect(await tablesAfterWriting(64 << 20)).toEqual({ raft: 0, state: 0 })
+  })
+
   it("refuses a second opener with DataDirLocked", async () => {
     const o = await layout()
     const s = await openStorage(o)
