@@ -122,6 +122,16 @@ const storageArb = fc.record({
 })
 const raftArb = fc.record({ dek: dekArb, keyId: keyIdArb, nonce: nonceArb, plaintext: bytesArb })
 
+/** Valid arguments for either seal, each test changing one of them. */
+const sealable = {
+  dek: new Uint8Array(32),
+  keyId: 1,
+  flag: 0,
+  nonce: new Uint8Array(12),
+  location: new Uint8Array(),
+  plaintext: new Uint8Array(),
+}
+
 const only =
   (keyId: number, dek: Uint8Array): Keyring =>
   (id) =>
@@ -225,14 +235,7 @@ describe("storage envelope properties", () => {
   })
 
   it("refuses to seal what the format cannot carry", () => {
-    const p = {
-      dek: new Uint8Array(32),
-      keyId: 1,
-      flag: 0,
-      nonce: new Uint8Array(12),
-      location: new Uint8Array(),
-      plaintext: new Uint8Array(),
-    }
+    const p = sealable
     expect(() => sealStorage({ ...p, flag: 2 })).toThrow()
     expect(() => sealStorage({ ...p, keyId: 0 })).toThrow()
     expect(() => sealStorage({ ...p, keyId: 2 ** 32 })).toThrow()
@@ -260,14 +263,7 @@ describe("sealing with headroom (the caller's prefix, built in place)", () => {
   })
 
   it("refuses a headroom that is not a small non-negative integer", () => {
-    const p = {
-      dek: new Uint8Array(32),
-      keyId: 1,
-      flag: 0,
-      nonce: new Uint8Array(12),
-      location: new Uint8Array(),
-      plaintext: new Uint8Array(4),
-    }
+    const p = { ...sealable, plaintext: new Uint8Array(4) }
     for (const headroom of [-1, 0.5, MAX_HEADROOM + 1, Number.NaN]) {
       expect(() => sealStorage({ ...p, headroom })).toThrow(/headroom/)
       expect(() => sealRaft({ ...p, headroom })).toThrow(/headroom/)
