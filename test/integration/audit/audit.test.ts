@@ -21,7 +21,8 @@ import { type EkvSystem, startSystem } from "../../src/system.ts"
 let sys: EkvSystem
 
 beforeAll(async () => {
-  sys = await startSystem({ name: "audit", encryption: false })
+  // A 1 MiB write buffer (the default is 32 MiB), so the values below reach LevelDB tables.
+  sys = await startSystem({ name: "audit", encryption: false, env: { EKV_LEVELDB_WRITE_BUFFER_MB: "1" } })
   await sys.waitForReady()
 })
 
@@ -35,7 +36,7 @@ describe("at-rest audit tools", () => {
       sys.markFailed()
       console.error(await sys.failureReport())
     })
-    // Compressible values, > 4 MiB in all, push LevelDB into writing (Snappy-compressed) tables.
+    // Compressible values, > 4 MiB in all, push LevelDB (1 MiB buffers) into writing (Snappy-compressed) tables.
     const needles: { key: string; value: Buffer }[] = []
     for (let b = 0; b < 3; b++) {
       const ops: unknown[] = []
