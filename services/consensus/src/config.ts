@@ -21,6 +21,8 @@ export interface ConsensusConfig {
   readonly metricsPort: number | undefined
   /** Test only: halt apply at the first entry ≥ this index (EKV_TEST_FAULT_HALT_AT_INDEX). */
   readonly faultHaltAtIndex: number | undefined
+  /** Test only: every apply batch waits this long before its state write (EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS). */
+  readonly faultApplyWriteDelayMs: number
   /** EKV_NODE_SECRET_FILE (SPEC §4.3), default <data dir>/node.secret. */
   readonly nodeSecretPath: string
   /** EKV_ROTATE_ON_STARTUP: one rotation per purpose when leader during this process load. */
@@ -63,6 +65,7 @@ const VARS = [
   "EKV_ELECTION_TIMEOUT_MS",
   "EKV_METRICS_PORT",
   "EKV_TEST_FAULT_HALT_AT_INDEX",
+  "EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS",
   "EKV_NODE_SECRET_FILE",
   "EKV_ROTATE_ON_STARTUP",
   "EKV_ENCRYPTION_ENABLED",
@@ -175,6 +178,12 @@ export const loadConfig = (
     electionTimeoutMs,
     metricsPort,
     faultHaltAtIndex,
+    faultApplyWriteDelayMs: positiveInt(
+      "EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS",
+      e.EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS,
+      0,
+      0,
+    ),
     nodeSecretPath:
       e.EKV_NODE_SECRET_FILE === undefined || e.EKV_NODE_SECRET_FILE === ""
         ? path.join(dataDir, "node.secret")

@@ -122,7 +122,11 @@ const run = async (): Promise<void> => {
     raftOpener: { open: (env) => need().raftOpener().open(env) },
     beforeApply: () => need().beforeApply(),
     onEncryptionApplied: () => need().refreshMetrics(),
-    faults: testFaultInjector(path.join(cfg.dataDir, "consensus", FAULT_FILE), cfg.faultHaltAtIndex),
+    faults: testFaultInjector(
+      path.join(cfg.dataDir, "consensus", FAULT_FILE),
+      cfg.faultHaltAtIndex,
+      cfg.faultApplyWriteDelayMs,
+    ),
   })
   await applier.reload()
   // Damage in the state DB's tables halts the node for good (SPEC §2.2, docs/operations.md).

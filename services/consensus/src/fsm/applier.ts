@@ -127,8 +127,16 @@ export class Applier {
   /**
    * Applies `entries` (consecutive, starting right after the applied index).
    * Stops at the first node-local fault. `sync` fsyncs the final batch.
+   * `beforeWrite` gets the outcomes once they are all known, before the
+   * final batch is written (see RaftNode: KV writes are answered then).
    */
-  async apply(entries: readonly Entry[], options: { readonly sync?: boolean } = {}): Promise<ApplyResult> {
+  async apply(
+    entries: readonly Entry[],
+    options: {
+      readonly sync?: boolean
+      readonly beforeWrite?: (outcomes: readonly EntryOutcome[]) => void
+    } = {},
+  ): Promise<ApplyResult> {
     const outcomes: EntryOutcome[] = []
     if (entries.length > 0 && this.opts.beforeApply !== undefined) {
       const h = await this.opts.beforeApply()
@@ -209,7 +217,12 @@ export class Applier {
         batch.setApplied(e.index)
         dirty = true
       }
-      if (dirty) await batch.commit({ sync: options.sync ?? false })
+      options.beforeWrite?.(outcomes)
+      if (dirty) {
+        const delay = this.opts.faults.writeDelayMs ?? 0
+        if (delay > 0) await new Promise((r) => setTimeout(r, delay))
+        await batch.commit({ sync: options.sync ?? false })
+      }
     } catch (err) {
       this.membership = saved.m
       this.clusterId = saved.c

@@ -19,6 +19,8 @@ export const haltRetryDelayMs = (attempt: number): number => Math.min(5_000, 200
 export interface FaultInjector {
   /** A fault at `index`, if one is injected (checked once per apply batch). */
   readonly check: () => ((index: number) => HaltInfo | null) | null
+  /** TEST ONLY: milliseconds each apply batch waits before its state write (a slow disk). */
+  readonly writeDelayMs?: number
 }
 
 export const noFaults: FaultInjector = { check: () => null }
@@ -29,8 +31,15 @@ export const noFaults: FaultInjector = { check: () => null }
  *   - the file `faultFile` exists and holds N (delete it to "fix" the cause:
  *     the node resumes by itself on its next retry), or
  *   - EKV_TEST_FAULT_HALT_AT_INDEX=N was set at start (lasts for the process).
+ * With `writeDelayMs` (EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS) every apply batch
+ * waits that long before it writes the state database.
  */
-export const testFaultInjector = (faultFile: string, envIndex: number | undefined): FaultInjector => ({
+export const testFaultInjector = (
+  faultFile: string,
+  envIndex: number | undefined,
+  writeDelayMs = 0,
+): FaultInjector => ({
+  writeDelayMs,
   check: () => {
     let at = envIndex
     try {

@@ -189,6 +189,7 @@ export class KvHandlers {
   private async getLocal(key: string): Promise<KvGetReply> {
     try {
       this.requireNotHalted()
+      await this.c.node.answeredWritten()
       const r = await this.c.node.store.get(key)
       if (!r.found) return { found: false }
       return { found: true, value: this.c.sealer.open(r), version: r.version as RaftIndex }
@@ -200,6 +201,7 @@ export class KvHandlers {
   private async scanLocal(req: Req<"scan">): Promise<KvScanReply> {
     try {
       this.requireNotHalted()
+      await this.c.node.answeredWritten()
       return await this.scanStore(req)
     } catch (e) {
       throw readError(e)

@@ -558,7 +558,10 @@ export class RaftNode {
             // A snapshot installed meanwhile made these entries obsolete.
             if (gen !== this.applyGen) return null
             const from = this.applier.appliedIndex
-            return this.applier.apply(batch.filter((e) => e.index > from))
+            return this.applier.apply(
+              batch.filter((e) => e.index > from),
+              { beforeWrite: (outcomes) => this.answerWrites(outcomes) },
+            )
           })
           .then((r) => r ?? { outcomes: [], appliedIndex: this.applier.appliedIndex, halt: null })
       } catch (e) {
@@ -580,6 +583,30 @@ export class RaftNode {
       if (this.halt !== null) this.resume()
       this.maybeSnapshot()
     }
+  }
+
+  /**
+   * A KV write's outcome is known before its apply batch is written, and the
+   * entry is already committed on a quorum, so its proposer is answered now,
+   * as etcd answers from its in-memory backend (docs/performance.md, change
+   * 17). Reads on this node first wait for every write it answered
+   * (answeredWritten): no client reads older than a write it was told about.
+   * Other outcomes (rejections, encryption and configuration entries) are
+   * answered once written, in onApplied.
+   */
+  private answerWrites(outcomes: readonly EntryOutcome[]): void {
+    for (const o of outcomes) {
+      if (o.kind !== "write") continue
+      this.proposals.applied(o)
+      if (o.index > this.answeredThrough) this.answeredThrough = o.index
+    }
+  }
+
+  private answeredThrough = 0
+
+  /** Resolves once every write this node answered is in its state database (before a local read). */
+  answeredWritten(): Promise<void> {
+    return this.appliedWaiters.wait(this.answeredThrough)
   }
 
   private onApplied(outcomes: readonly EntryOutcome[], applied: number, batch: readonly Entry[]): void {
