@@ -107,11 +107,21 @@ export const mergeFlags = (
   return out
 }
 
-const positiveInt = (name: string, raw: string | undefined, dflt: number, min = 1): number => {
+const positiveInt = (
+  name: string,
+  raw: string | undefined,
+  dflt: number,
+  min = 1,
+  max = Number.MAX_SAFE_INTEGER,
+): number => {
   if (raw === undefined || raw.trim() === "") return dflt
   const n = Number(raw)
-  if (!Number.isSafeInteger(n) || n < min)
-    throw new ConfigError(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`)
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new ConfigError(
+      max === Number.MAX_SAFE_INTEGER
+        ? `${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`
+        : `${name} must be an integer in ${min}..${max}, got ${JSON.stringify(raw)}`,
+    )
   return n
 }
 
@@ -145,11 +155,9 @@ export const loadConfig = (
     "EKV_LEVELDB_WRITE_BUFFER_MB",
     e.EKV_LEVELDB_WRITE_BUFFER_MB,
     DEFAULT_WRITE_BUFFER_MB,
+    1,
+    MAX_WRITE_BUFFER_MB,
   )
-  if (writeBufferMb > MAX_WRITE_BUFFER_MB)
-    throw new ConfigError(
-      `EKV_LEVELDB_WRITE_BUFFER_MB must be at most ${MAX_WRITE_BUFFER_MB}, got ${writeBufferMb}`,
-    )
   let metricsPort: number | undefined
   const mp = e.EKV_METRICS_PORT
   if (mp !== undefined && mp.trim() !== "") {
