@@ -27,7 +27,7 @@ export const sealStorageValue = (p: {
     location: p.location,
     flag: compressed === undefined ? 0 : FLAG_COMPRESSED,
     plaintext: compressed ?? p.value,
-    headroom: p.headroom ?? 0,
+    headroom: p.headroom,
   })
 }
 

@@ -203,15 +203,12 @@ export const probeClusterOverNats = async (o: ProbeOptions): Promise<ClusterEvid
   return found === null ? null : { ...found, term }
 }
 
-const writeBufferOption = (o: StorageOptions): { writeBufferSize?: number } =>
-  o.writeBufferBytes === undefined ? {} : { writeBufferSize: o.writeBufferBytes }
-
 export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => {
   await fs.mkdir(o.raftDir, { recursive: true, mode: 0o700 })
   await fs.mkdir(o.snapshotDir, { recursive: true, mode: 0o700 })
   let opened: Awaited<ReturnType<typeof RaftLogStore.open>>
   try {
-    opened = await RaftLogStore.open(o.raftDir, writeBufferOption(o))
+    opened = await RaftLogStore.open(o.raftDir, { writeBufferSize: o.writeBufferBytes })
   } catch (e) {
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.raftDir} is locked by another process`)
     if (e instanceof CorruptLog)
@@ -236,7 +233,7 @@ export const openStorage = async (o: StorageOptions): Promise<OpenedStorage> => 
   }
   let sm: MvccStore
   try {
-    sm = await MvccStore.open(stateDb, { allowIncompleteInstall: true, ...writeBufferOption(o) })
+    sm = await MvccStore.open(stateDb, { allowIncompleteInstall: true, writeBufferSize: o.writeBufferBytes })
   } catch (e) {
     await log.close()
     if (isLocked(e)) throw new RefuseStart("DataDirLocked", `${o.stateDir} is locked by another process`)
