@@ -171,7 +171,7 @@ export class KvHandlers {
   }
 
   get(req: Req<"get">, forwarded: boolean): Promise<KvGetReply> {
-    if (req.consistency === "serializable") return this.getLocal(req.key)
+    if (req.consistency === "serializable") return this.serializable(() => this.getLocal(req.key))
     return this.leaderOr("get", req, forwarded, async () => {
       await this.c.node.readBarrier()
       return this.getLocal(req.key)
@@ -179,17 +179,30 @@ export class KvHandlers {
   }
 
   scan(req: Req<"scan">, forwarded: boolean): Promise<KvScanReply> {
-    if (req.consistency === "serializable") return this.scanLocal(req)
+    if (req.consistency === "serializable") return this.serializable(() => this.scanLocal(req))
     return this.leaderOr("scan", req, forwarded, async () => {
       await this.c.node.readBarrier()
       return this.scanLocal(req)
     })
   }
 
+  /**
+   * A serializable read: this node's state, once every write it answered is
+   * written (RaftNode.answerWrites). A linearizable read needs no such wait:
+   * its read index is at or past every answered write, and it waits for that.
+   */
+  private async serializable<A>(read: () => Promise<A>): Promise<A> {
+    try {
+      await this.c.node.answeredWritten()
+    } catch (e) {
+      throw readError(e)
+    }
+    return read()
+  }
+
   private async getLocal(key: string): Promise<KvGetReply> {
     try {
       this.requireNotHalted()
-      await this.c.node.answeredWritten()
       const r = await this.c.node.store.get(key)
       if (!r.found) return { found: false }
       return { found: true, value: this.c.sealer.open(r), version: r.version as RaftIndex }
@@ -201,7 +214,6 @@ export class KvHandlers {
   private async scanLocal(req: Req<"scan">): Promise<KvScanReply> {
     try {
       this.requireNotHalted()
-      await this.c.node.answeredWritten()
       return await this.scanStore(req)
     } catch (e) {
       throw readError(e)
