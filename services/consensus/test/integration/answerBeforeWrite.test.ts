@@ -4,23 +4,23 @@
 // batch holds its state write back by DELAY_MS (a test-only fault standing
 // for a slow disk): a put is still answered long before that, and a
 // serializable get on the leader right after it returns the value.
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { b64, type ProcessCluster, startProcessCluster, unb64 } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import { b64, type ProcessCluster, unb64 } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 
 const DELAY_MS = 800
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({
+useProcessCluster(
+  {
     env: { EKV_ELECTION_TIMEOUT_MS: "500", EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS: String(DELAY_MS) },
-  })
-  await c.waitForLeader()
-}, 60_000)
-
-afterAll(async () => {
-  await c?.stopAll()
-})
+  },
+  (started) => {
+    c = started
+  },
+  60_000,
+)
 
 type Get = { found: boolean; value?: string; version?: number }
 

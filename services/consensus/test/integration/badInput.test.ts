@@ -1,18 +1,14 @@
 // (7) Bad input on every KV subject gets a typed error reply and changes
 // nothing: the commit index (and term) of the idle cluster stay the same.
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { b64, type ProcessCluster, startProcessCluster } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import { b64, type ProcessCluster } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 import { sleep } from "./load.ts"
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
+useProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } }, (started) => {
+  c = started
 })
 
 const big = (n: number) => Buffer.alloc(n, 0x61).toString("base64")

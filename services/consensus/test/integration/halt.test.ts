@@ -2,19 +2,15 @@
 // reports halted {index, reason} in health, status and the events stream,
 // and resumes from the halted index once the fault is cleared.
 import { jetstreamManager } from "@nats-io/jetstream"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type ProcessCluster, startProcessCluster } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import type { ProcessCluster } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 import { maxIndex, missingFrom, readAllOn, sleep, startWriters } from "./load.ts"
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
+useProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } }, (started) => {
+  c = started
 })
 
 const lastClusterEvent = async (node: string): Promise<Record<string, unknown> | null> => {

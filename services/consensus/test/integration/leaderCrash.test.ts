@@ -1,18 +1,14 @@
 // (1) Acknowledged writes survive a leader SIGKILL under concurrent load.
 // (2) Reads never return a value older than an acknowledged write.
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type ProcessCluster, startProcessCluster } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import type { ProcessCluster } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 import { maxIndex, missingFrom, readAllLinearizable, readAllOn, sleep, startWriters } from "./load.ts"
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
+useProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } }, (started) => {
+  c = started
 })
 
 describe("consensus processes", () => {

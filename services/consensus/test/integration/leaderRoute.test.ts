@@ -6,18 +6,14 @@
 // transfer and a leader that stops answering.
 import { LeaderRoute, parseErrorReply } from "@ekv/bus"
 import { LEADER_HINT_HEADER } from "@ekv/wire"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { b64, type ProcessCluster, startProcessCluster, unb64 } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import { b64, type ProcessCluster, unb64 } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
+useProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500" } }, (started) => {
+  c = started
 })
 
 const enc = new TextEncoder()

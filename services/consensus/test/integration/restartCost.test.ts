@@ -1,24 +1,23 @@
 // (6) Restart cost is bounded by snapshotting: after 100,000 writes with
 // EKV_SNAPSHOT_ENTRIES=10000 a restarted node re-reads at most one snapshot
 // interval of log. Times are reported (ratio vs. a node with few writes), not asserted.
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type ProcessCluster, startProcessCluster } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import type { ProcessCluster } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 
 const SNAPSHOT_ENTRIES = 10_000
 const WRITES = 100_000
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({
+useProcessCluster(
+  {
     env: { EKV_ELECTION_TIMEOUT_MS: "500", EKV_SNAPSHOT_ENTRIES: String(SNAPSHOT_ENTRIES) },
-  })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
-})
+  },
+  (started) => {
+    c = started
+  },
+)
 
 const enc = new TextEncoder()
 

@@ -1,19 +1,15 @@
 // (3) A node whose data dir is wiped rejoins through a snapshot (a file the leader writes for
 //     it: automatic snapshots are checkpoints without one) and ends with identical state.
 // (4) A learner added under load catches up (through a snapshot) and is promoted.
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type ProcessCluster, startProcessCluster } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import type { ProcessCluster } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 import { maxIndex, missingFrom, readAllOn, sleep, startWriters } from "./load.ts"
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500", EKV_SNAPSHOT_ENTRIES: "200" } })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
+useProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500", EKV_SNAPSHOT_ENTRIES: "200" } }, (started) => {
+  c = started
 })
 
 const statusOf = async (node: string) => {

@@ -3,23 +3,14 @@
 // (DataDirLocked); invalid configuration is one line and a non-zero exit;
 // SIGTERM shuts down cleanly and a restart keeps the data.
 import { spawn } from "node:child_process"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import {
-  CONSENSUS_MAIN,
-  type ProcessCluster,
-  REPO_ROOT,
-  startProcessCluster,
-} from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import { CONSENSUS_MAIN, type ProcessCluster, REPO_ROOT } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 
 let c: ProcessCluster
 
-beforeAll(async () => {
-  c = await startProcessCluster({ nodes: ["solo"], env: { EKV_ELECTION_TIMEOUT_MS: "300" } })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
+useProcessCluster({ nodes: ["solo"], env: { EKV_ELECTION_TIMEOUT_MS: "300" } }, (started) => {
+  c = started
 })
 
 const runMain = (env: Record<string, string>, args: string[] = []) =>

@@ -9,8 +9,9 @@ import { randomBytes } from "node:crypto"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import { jetstreamManager } from "@nats-io/jetstream"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type ProcessCluster, startProcessCluster } from "../../../../test/src/processCluster.ts"
+import { describe, expect, it } from "vitest"
+import type { ProcessCluster } from "../../../../test/src/processCluster.ts"
+import { useProcessCluster } from "../../../../test/src/useProcessCluster.ts"
 import { liveTables } from "../../src/raftLog/levelDbFiles.ts"
 import { maxIndex, missingFrom, readAllOn, sleep, startWriters } from "./load.ts"
 
@@ -19,13 +20,8 @@ let c: ProcessCluster
 /** Fast enough that a pass over these small stores takes well under a second. */
 const FAST_SCRUB = { EKV_SCRUB_BYTES_PER_SEC: String(64 << 20) }
 
-beforeAll(async () => {
-  c = await startProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500", EKV_SNAPSHOT_ENTRIES: "200" } })
-  await c.waitForLeader()
-})
-
-afterAll(async () => {
-  await c?.stopAll()
+useProcessCluster({ env: { EKV_ELECTION_TIMEOUT_MS: "500", EKV_SNAPSHOT_ENTRIES: "200" } }, (started) => {
+  c = started
 })
 
 const stateDb = (node: string) => path.join(c.dataDir(node), "consensus", "state", "db")
