@@ -589,8 +589,9 @@ export class RaftNode {
    * A KV write's outcome is known before its apply batch is written, and the
    * entry is already committed on a quorum, so its proposer is answered now,
    * as etcd answers from its in-memory backend (docs/performance.md, change
-   * 17). Reads on this node first wait for every write it answered
-   * (answeredWritten): no client reads older than a write it was told about.
+   * 17). Serializable reads on this node first wait for every write it
+   * answered (answeredWritten; a linearizable read's index already covers
+   * them): no client reads older than a write it was told about.
    * Other outcomes (rejections, encryption and configuration entries) are
    * answered once written, in onApplied.
    */
@@ -613,7 +614,8 @@ export class RaftNode {
     if (applied > this.core.raft.log.applied && applied <= this.core.raft.log.applying)
       this.core.appliedTo(applied)
     for (const o of outcomes) {
-      this.proposals.applied(o)
+      // Writes were answered before the batch was written (answerWrites).
+      if (o.kind !== "write") this.proposals.applied(o)
       if (o.kind === "rejected") {
         this.metrics.rejected.inc({ code: o.code })
         this.log.warn("entry rejected", { index: o.index, code: o.code, reason: o.reason })
