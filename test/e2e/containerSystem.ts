@@ -440,6 +440,8 @@ export const startContainerSystem = async (opts: SystemOptions = {}): Promise<Co
           EKV_NODE_SECRET_FILE: "/run/secrets/node-secret",
           EKV_ELECTION_TIMEOUT_MS: String(opts.electionTimeoutMs ?? 1000),
         })
+        // the fault file (FAULT_FILE below) is how a test halts a node's apply
+        if (command === "consensus") env.EKV_TEST_FAULT_FILE = "1"
         mounts.push(
           { source: join(dir, node), target: "/data", mode: "rw" },
           { source: join(secrets, `node-${node}`), target: "/run/secrets/node-secret", mode: "ro" },

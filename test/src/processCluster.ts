@@ -138,6 +138,8 @@ export class ProcessCluster {
       EKV_NODE_ID: node,
       EKV_PEERS: (this.opts.peers ?? this.opts.nodes ?? ["n1", "n2", "n3"]).join(","),
       EKV_DATA_DIR: this.dataDir(node),
+      // setFault() drops the fault file into the data dir
+      EKV_TEST_FAULT_FILE: "1",
       ...this.opts.env,
       ...this.opts.nodeEnv?.[node],
       ...extraEnv,

@@ -303,6 +303,8 @@ export class EkvSystem {
       if (kind === "consensus") {
         base.EKV_PEERS = (this.opts.nodes ?? ["n1", "n2", "n3"]).join(",")
         base.EKV_ELECTION_TIMEOUT_MS = String(this.opts.electionTimeoutMs ?? 500)
+        // the fault file is how a test halts a node's apply (haltAt)
+        base.EKV_TEST_FAULT_FILE = "1"
         if (this.opts.snapshotEntries !== undefined)
           base.EKV_SNAPSHOT_ENTRIES = String(this.opts.snapshotEntries)
       } else if (this.encryptionEnabled) {

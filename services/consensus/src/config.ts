@@ -21,6 +21,12 @@ export interface ConsensusConfig {
   readonly metricsPort: number | undefined
   /** Test only: halt apply at the first entry ≥ this index (EKV_TEST_FAULT_HALT_AT_INDEX). */
   readonly faultHaltAtIndex: number | undefined
+  /**
+   * Test only: EKV_TEST_FAULT_FILE=1 makes every apply batch look for the fault
+   * file <data dir>/consensus/test-fault-halt-at-index (fsm/halt.ts); off by
+   * default, so production pays no file read per batch.
+   */
+  readonly faultFileEnabled: boolean
   /** Test only: every apply batch waits this long before its state write (EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS). */
   readonly faultApplyWriteDelayMs: number
   /** EKV_NODE_SECRET_FILE (SPEC §4.3), default <data dir>/node.secret. */
@@ -66,6 +72,7 @@ const VARS = [
   "EKV_METRICS_PORT",
   "EKV_TEST_FAULT_HALT_AT_INDEX",
   "EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS",
+  "EKV_TEST_FAULT_FILE",
   "EKV_NODE_SECRET_FILE",
   "EKV_ROTATE_ON_STARTUP",
   "EKV_ENCRYPTION_ENABLED",
@@ -126,6 +133,9 @@ const positiveInt = (
 }
 
 /** Parses and validates; throws ConfigError with one line naming the problem. */
+/** A switch variable: on for 1, true, yes or on (any case), off otherwise. */
+const isOn = (v: string | undefined): boolean => /^(1|true|yes|on)$/i.test((v ?? "").trim())
+
 export const loadConfig = (
   env: Readonly<Record<string, string | undefined>>,
   argv: readonly string[] = [],
@@ -186,6 +196,7 @@ export const loadConfig = (
     electionTimeoutMs,
     metricsPort,
     faultHaltAtIndex,
+    faultFileEnabled: isOn(e.EKV_TEST_FAULT_FILE),
     faultApplyWriteDelayMs: positiveInt(
       "EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS",
       e.EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS,
@@ -196,7 +207,7 @@ export const loadConfig = (
       e.EKV_NODE_SECRET_FILE === undefined || e.EKV_NODE_SECRET_FILE === ""
         ? path.join(dataDir, "node.secret")
         : path.resolve(e.EKV_NODE_SECRET_FILE),
-    rotateOnStartup: /^(1|true|yes|on)$/i.test((e.EKV_ROTATE_ON_STARTUP ?? "").trim()),
+    rotateOnStartup: isOn(e.EKV_ROTATE_ON_STARTUP),
     scrubBytesPerSec,
     writeBufferBytes: writeBufferMb << 20,
   }

@@ -123,7 +123,7 @@ const run = async (): Promise<void> => {
     beforeApply: () => need().beforeApply(),
     onEncryptionApplied: () => need().refreshMetrics(),
     faults: testFaultInjector(
-      path.join(cfg.dataDir, "consensus", FAULT_FILE),
+      cfg.faultFileEnabled ? path.join(cfg.dataDir, "consensus", FAULT_FILE) : undefined,
       cfg.faultHaltAtIndex,
       cfg.faultApplyWriteDelayMs,
     ),

@@ -28,25 +28,29 @@ export const noFaults: FaultInjector = { check: () => null }
 /**
  * TEST ONLY. A node halts (reason KeystoreUnavailable, transient) at the first
  * entry with index ≥ N when either
- *   - the file `faultFile` exists and holds N (delete it to "fix" the cause:
- *     the node resumes by itself on its next retry), or
+ *   - `faultFile` is given (EKV_TEST_FAULT_FILE=1 at start), the file exists
+ *     and holds N (delete it to "fix" the cause: the node resumes by itself on
+ *     its next retry), or
  *   - EKV_TEST_FAULT_HALT_AT_INDEX=N was set at start (lasts for the process).
  * With `writeDelayMs` (EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS) every apply batch
- * waits that long before it writes the state database.
+ * waits that long before it writes the state database. With none of these,
+ * an apply batch costs nothing here: the file is only read when asked for.
  */
 export const testFaultInjector = (
-  faultFile: string,
+  faultFile: string | undefined,
   envIndex: number | undefined,
   writeDelayMs = 0,
 ): FaultInjector => ({
   writeDelayMs,
   check: () => {
     let at = envIndex
-    try {
-      const n = Number(readFileSync(faultFile, "utf8").trim())
-      if (Number.isSafeInteger(n) && n > 0) at = at === undefined ? n : Math.min(at, n)
-    } catch {
-      // no fault file: nothing injected
+    if (faultFile !== undefined) {
+      try {
+        const n = Number(readFileSync(faultFile, "utf8").trim())
+        if (Number.isSafeInteger(n) && n > 0) at = at === undefined ? n : Math.min(at, n)
+      } catch {
+        // no fault file: nothing injected
+      }
     }
     if (at === undefined) return null
     const from = at

@@ -14,6 +14,8 @@ describe("consensus config", () => {
     expect(c.raftDir).toBe(`${c.dataDir}/consensus/raft`)
     expect(c.snapshotDir.startsWith(`${c.dataDir}/consensus/state/`)).toBe(true)
     expect(c.writeBufferBytes).toBe(32 << 20)
+    expect(c.faultFileEnabled).toBe(false)
+    expect(loadConfig({ EKV_NODE_ID: "n1", EKV_TEST_FAULT_FILE: "1" }).faultFileEnabled).toBe(true)
     expect(loadConfig({ EKV_NODE_ID: "n1", EKV_LEVELDB_WRITE_BUFFER_MB: "4" }).writeBufferBytes).toBe(4 << 20)
     expect(loadConfig({ EKV_NODE_ID: "n1" }, ["--leveldb-write-buffer-mb=8"]).writeBufferBytes).toBe(8 << 20)
   })
