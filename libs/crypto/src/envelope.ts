@@ -15,6 +15,7 @@ import {
   requireUint8Array,
   TAG_LENGTH,
 } from "./argument.ts"
+import { envelopeArray } from "./envelopeSlab.ts"
 import {
   CryptoArgumentError,
   IntegrityError,
@@ -100,7 +101,7 @@ const seal = (
   plaintext: Uint8Array,
   headroom: number,
 ): Uint8Array => {
-  const out = new Uint8Array(headroom + ENVELOPE_OVERHEAD + plaintext.length)
+  const out = envelopeArray(headroom + ENVELOPE_OVERHEAD + plaintext.length)
   writeHeader(out, headroom, flag, keyId)
   out.set(nonce, headroom + HEADER_LENGTH)
   const iv = out.subarray(headroom + HEADER_LENGTH, headroom + HEADER_LENGTH + NONCE_LENGTH)

@@ -26,9 +26,13 @@ const countOf = (envelope: Uint8Array): number | undefined =>
         envelope[WRITE_COUNT_LOW_AT + 3]!) >>>
       0
 
+// The entry a leader applies is usually the very array it appended (its log
+// keeps it in memory): the same bytes without reading them. A copy (read back
+// from disk, another leader's entry) is compared byte for byte.
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
   a.length === b.length &&
-  Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length))
+  ((a.buffer === b.buffer && a.byteOffset === b.byteOffset) ||
+    Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length)))
 
 export class OwnSeals {
   readonly #byCount = new Map<number, Sealed>()
