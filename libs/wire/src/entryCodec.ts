@@ -40,6 +40,7 @@ import {
 } from "./entryPayload.ts"
 import type { KeyId } from "./ids.ts"
 import { MAX_BATCH_OPS, MAX_BATCH_VALUE_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES, utf8Length } from "./kv.ts"
+import { utf8Bytes } from "./utf8.ts"
 
 /** The first byte is not a known tag (SPEC.md §2.2 `UnknownEntryTag`). */
 export class UnknownEntryTag extends Data.TaggedError("UnknownEntryTag")<{
@@ -89,7 +90,6 @@ const isControl = Schema.is(ControlPayload)
 const isClusterMeta = Schema.is(ClusterMetaPayload)
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
-const utf8Encoder = new TextEncoder()
 
 // ---------------------------------------------------------------- decoding
 
@@ -412,7 +412,7 @@ class Writer {
     this.ensure(s.length / 2)
     for (let i = 0; i < s.length; i += 2) this.buf[this.pos++] = Number.parseInt(s.slice(i, i + 2), 16)
   }
-  kvOp(op: KvOp, key: Uint8Array = utf8Encoder.encode(op.key)): void {
+  kvOp(op: KvOp, key: Uint8Array = utf8Bytes(op.key)): void {
     this.u8(op.op === "put" ? OP_PUT : OP_DELETE)
     this.bytes(key)
     if (op.op === "put") this.bytes(op.value)
@@ -451,7 +451,7 @@ export const encodeEntry = (p: EntryPayload): Uint8Array => {
   switch (p.tag) {
     case Tag.KvOp: {
       // Sized exactly, so the buffer is the entry (no trimming copy).
-      const key = utf8Encoder.encode(p.op.key)
+      const key = utf8Bytes(p.op.key)
       const size =
         2 +
         varintLength(key.length) +

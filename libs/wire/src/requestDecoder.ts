@@ -12,6 +12,7 @@ import {
   LocalEpochOutOfRange,
 } from "./apiError.ts"
 import { MAX_LOCAL_EPOCH, nodeId16 } from "./ids.ts"
+import { utf8Bytes } from "./utf8.ts"
 
 /** CONTRACT.md §1: a request body over 3 MiB is InvalidArgument. */
 export const MAX_REQUEST_BYTES = 3 * 1024 * 1024
@@ -38,7 +39,6 @@ export interface EndpointOptions<Req, Rep> extends DecodeOptions<Req> {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false })
-const utf8Encoder = new TextEncoder()
 const parseOptions = { onExcessProperty: "error" } as const
 const formatIssue = SchemaIssue.makeFormatterStandardSchemaV1()
 const ok: Result.Result<void, never> = Result.succeed(undefined)
@@ -193,7 +193,7 @@ export const encodeJson = <S extends WireSchema>(
   fast?: (value: S["Type"]) => string | undefined,
 ) => {
   const encode = Schema.encodeSync(schema, parseOptions)
-  return (value: S["Type"]): Uint8Array => utf8Encoder.encode(fast?.(value) ?? JSON.stringify(encode(value)))
+  return (value: S["Type"]): Uint8Array => utf8Bytes(fast?.(value) ?? JSON.stringify(encode(value)))
 }
 
 const decodeErrorBodyBytes = decodeRequest(ErrorBody)

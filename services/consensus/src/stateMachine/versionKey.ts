@@ -15,6 +15,7 @@
 //   user key one contiguous range starting with versionPrefix(k).
 // - the inverted big-endian index puts the newest version first, so the newest
 //   version ≤ i is the first key ≥ versionKey(k, i): one seek.
+import { utf8Bytes } from "@ekv/wire"
 import { writeU32 } from "../bigEndian.ts"
 import { CorruptRecord, InvalidArgument } from "./errors.ts"
 
@@ -23,7 +24,6 @@ const ESCAPE = 0xff
 const TERMINATOR = 0x01
 const INDEX_BYTES = 8
 
-const utf8 = new TextEncoder()
 const utf8Fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 
 /** The largest index a key can encode (indexes are JS safe integers). */
@@ -37,10 +37,13 @@ export const requireIndex = (name: string, index: number): void => {
 
 /** UTF-8 of a user key; a string with lone surrogates has no UTF-8 form and is refused. */
 export const userKeyBytes = (userKey: string): Uint8Array => {
-  if (!userKey.isWellFormed()) {
+  const bytes = utf8Bytes(userKey)
+  // The bytes outnumber the string's code units exactly when a character is
+  // not ASCII; only then can one be a lone surrogate (TextEncoder made it U+FFFD).
+  if (bytes.length !== userKey.length && !userKey.isWellFormed()) {
     throw new InvalidArgument({ message: "key is not well-formed Unicode (lone surrogate)" })
   }
-  return utf8.encode(userKey)
+  return bytes
 }
 
 const escapedLength = (raw: Uint8Array): number => {

@@ -7,6 +7,8 @@
 //   varint  = unsigned LEB128 of a safe integer (≤ 2^53 − 1), at most 8 bytes, no overlong form
 //   str     = varint length ‖ UTF-8          bytes = varint length ‖ raw
 //   entry   = index varint ‖ term varint ‖ type u8 (0 Normal, 1 Empty, 2 ConfChange) ‖ data bytes
+
+import { utf8Bytes } from "@ekv/wire"
 import type { ConfState, Entry, EntryType, Message, MessageType } from "../raft/mod.ts"
 
 const VERSION = 1
@@ -31,7 +33,6 @@ const TYPES_BY_CODE = new Map<number, MessageType>(
 )
 const ENTRY_TYPES: readonly EntryType[] = ["Normal", "Empty", "ConfChange"]
 
-const utf8 = new TextEncoder()
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true })
 
 export type DecodeResult<A> =
@@ -75,7 +76,7 @@ class Writer {
     this.pos += b.length
   }
   str(s: string): void {
-    this.bytes(utf8.encode(s))
+    this.bytes(utf8Bytes(s))
   }
   bool(b: boolean): void {
     this.u8(b ? 1 : 0)
