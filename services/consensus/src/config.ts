@@ -132,10 +132,10 @@ const positiveInt = (
   return n
 }
 
-/** Parses and validates; throws ConfigError with one line naming the problem. */
 /** A switch variable: on for 1, true, yes or on (any case), off otherwise. */
 const isOn = (v: string | undefined): boolean => /^(1|true|yes|on)$/i.test((v ?? "").trim())
 
+/** Parses and validates; throws ConfigError with one line naming the problem. */
 export const loadConfig = (
   env: Readonly<Record<string, string | undefined>>,
   argv: readonly string[] = [],
