@@ -45,6 +45,24 @@ describe("OwnSeals", () => {
     expect(seals.take(env, dek)).toEqual(bytes("v"))
   })
 
+  it("takes the very array it sealed, and not other bytes at another place in the same buffer", () => {
+    const dek = key(6)
+    const seals = new OwnSeals()
+    const env = seal(dek, 11n, "same array")
+    seals.remember(env, bytes("same array"), dek)
+    expect(seals.take(env, dek)).toEqual(bytes("same array"))
+    // Two envelopes with the same write_count side by side in one buffer: the
+    // second is not the first just because the buffer is.
+    const first = seal(dek, 12n, "one")
+    const other = seal(dek, 12n, "two")
+    const shared = new Uint8Array(first.length + other.length)
+    shared.set(first, 0)
+    shared.set(other, first.length)
+    seals.remember(shared.subarray(0, first.length), bytes("one"), dek)
+    expect(seals.take(shared.subarray(first.length), dek)).toBeUndefined()
+    expect(seals.take(shared.subarray(0, first.length), dek)).toEqual(bytes("one"))
+  })
+
   it("keeps at most its capacity, dropping the oldest (proposals that never applied)", () => {
     const dek = key(3)
     const seals = new OwnSeals(4)
