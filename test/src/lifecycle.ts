@@ -3,7 +3,7 @@
 // sets with their acknowledged indexes, concurrent writer clients that keep
 // acknowledged and unacknowledged writes apart, and read-back checks.
 import { randomBytes } from "node:crypto"
-import type { NatsConnection } from "@nats-io/transport-node"
+import { connect, type NatsConnection, type Subscription } from "@nats-io/transport-node"
 import type { Needle } from "./audit.ts"
 import type { Reply } from "./processCluster.ts"
 import { type EkvSystem, parseReply, sleep } from "./system.ts"
@@ -282,5 +282,31 @@ export const firstMutator = async <A = Record<string, unknown>>(
       return r
     }
     await sleep(250)
+  }
+}
+
+/**
+ * A connection as one of the services' own bus users, to watch copies of its
+ * internal requests (a harness orders an interleaving by them). The caller closes it.
+ */
+export const spyAs = (sys: EkvSystem, user: string): Promise<NatsConnection> =>
+  connect({ servers: sys.nats.servers, user, pass: sys.passwords[user] ?? "" })
+
+/** Waits for the next message on `sub` whose JSON body satisfies `pred`, within `ms`. */
+export const nextOn = async (
+  sub: Subscription,
+  what: string,
+  ms: number,
+  pred: (body: Record<string, unknown>) => boolean = () => true,
+): Promise<void> => {
+  const it = sub[Symbol.asyncIterator]()
+  const deadline = Date.now() + ms
+  for (;;) {
+    const left = deadline - Date.now()
+    if (left <= 0) throw new Error(`harness: no ${what} within ${ms} ms`)
+    const m = await Promise.race([it.next(), sleep(left).then(() => null)])
+    if (m === null) continue
+    if (m.done === true) throw new Error(`harness: subscription closed before ${what}`)
+    if (pred(JSON.parse(new TextDecoder().decode(m.value.data)) as Record<string, unknown>)) return
   }
 }

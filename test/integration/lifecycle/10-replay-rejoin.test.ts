@@ -15,7 +15,7 @@
 // queued behind the session request, and apply held at the bootstrap by the
 // test fault file meanwhile. Later rejoins run under load, one with a
 // keystore restart during the replay.
-import { connect, type NatsConnection, type Subscription } from "@nats-io/transport-node"
+import type { NatsConnection } from "@nats-io/transport-node"
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import {
   checkNonceReuse,
@@ -30,8 +30,10 @@ import {
   firstMutator,
   halts,
   leadOn,
+  nextOn,
   ok,
   readBack,
+  spyAs as spyAsUser,
   Writers,
   type Written,
   writeSet,
@@ -52,30 +54,11 @@ afterAll(async () => {
   await sys?.stopAll()
 })
 
-/** A connection as one of the services' bus users (to watch copies of its internal requests). */
+/** A connection as one of the services' bus users, closed after the suite. */
 const spyAs = async (user: string): Promise<NatsConnection> => {
-  const nc = await connect({ servers: sys.nats.servers, user, pass: sys.passwords[user] ?? "" })
+  const nc = await spyAsUser(sys, user)
   spies.push(nc)
   return nc
-}
-
-/** The next message on `sub` whose JSON body satisfies `pred`, within `ms`. */
-const nextOn = async (
-  sub: Subscription,
-  what: string,
-  ms: number,
-  pred: (body: Record<string, unknown>) => boolean = () => true,
-): Promise<void> => {
-  const it = sub[Symbol.asyncIterator]()
-  const deadline = Date.now() + ms
-  for (;;) {
-    const left = deadline - Date.now()
-    if (left <= 0) throw new Error(`harness: no ${what} within ${ms} ms`)
-    const m = await Promise.race([it.next(), sleep(left).then(() => null)])
-    if (m === null) continue
-    if (m.done === true) throw new Error(`harness: subscription closed before ${what}`)
-    if (pred(JSON.parse(new TextDecoder().decode(m.value.data)) as Record<string, unknown>)) return
-  }
 }
 
 describe("wiped node rejoins by log replay", () => {

@@ -26,7 +26,7 @@ import {
   saveHistory,
   seededRandom,
 } from "../linearizability/mod.ts"
-import { sleep } from "../system.ts"
+import { type EkvSystem, sleep } from "../system.ts"
 import { auditStoppedSystem } from "./checks.ts"
 import {
   ACTIONS,
@@ -39,6 +39,41 @@ import {
 } from "./faults.ts"
 import { startNemesisSystem } from "./system.ts"
 import { keySpace, runOp, Workload } from "./workload.ts"
+
+/** The node a line of `halts()` is about ("n2 (health): halted at 7: CorruptLog" → "n2"). */
+const haltedNode = (h: string): string => h.split(" ")[0] as string
+
+/** How long a halt may last after healing before the wait gives up on it (transient halts resume). */
+const HALT_GRACE_MS = 15_000
+
+/**
+ * Waits for a ready cluster, but returns early once a halt that `excused` does
+ * not cover has lasted HALT_GRACE_MS: a node-local halt does not heal by
+ * waiting, and the caller reports it (from `halts`) at once instead of the run
+ * hitting its time limit. Throws when neither happens within `timeoutMs`.
+ */
+const readyUnlessHalted = async (
+  sys: EkvSystem,
+  timeoutMs: number,
+  excused: (h: string) => boolean,
+): Promise<void> => {
+  const deadline = performance.now() + timeoutMs
+  const since = new Map<string, number>()
+  for (;;) {
+    const left = deadline - performance.now()
+    try {
+      await sys.waitForReady(Math.max(1_000, Math.min(5_000, left)))
+      return
+    } catch (e) {
+      if (performance.now() >= deadline) throw e
+    }
+    const now = performance.now()
+    const seen = (await halts(sys)).filter((h) => !excused(h))
+    for (const h of [...since.keys()]) if (!seen.includes(h)) since.delete(h)
+    for (const h of seen) if (!since.has(h)) since.set(h, now)
+    if ([...since.values()].some((t) => now - t >= HALT_GRACE_MS)) return
+  }
+}
 
 export interface NemesisOptions {
   readonly seed: number
@@ -163,34 +198,38 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
       await sleep(qLo + rng() * (qHi - qLo))
     }
 
+    // Halts: a corrupted node halted for that damage (CorruptLog; CorruptState when its state DB
+    // was the target) is wiped and rejoins, as docs/operations.md says; any other halt is a failure.
+    const haltedForDamage = (h: string) =>
+      ctx.corruptions.some(
+        (c) =>
+          c.node === haltedNode(h) &&
+          (/: CorruptLog$/.test(h) || (c.target === "state" && /: CorruptState$/.test(h))),
+      )
+
     // Heal, let the cluster settle, and stop the load.
     await healAll(ctx)
     note(ctx, "healed; waiting for a ready cluster")
-    await sys
-      .waitForReady(120_000)
-      .catch((e: unknown) => failures.push(`not ready after healing: ${errText(e)}`))
+    await readyUnlessHalted(sys, 120_000, haltedForDamage).catch((e: unknown) =>
+      failures.push(`not ready after healing: ${errText(e)}`),
+    )
     await sleep(2_000)
     await workload.stop()
     workload = undefined
     note(ctx, "workload stopped")
 
-    // Halts: a corrupted node halted for that damage (CorruptLog; CorruptState when its state DB
-    // was the target) is wiped and rejoins, as docs/operations.md says; any other halt is a failure.
-    const haltedForDamage = (node: string, h: string) =>
-      ctx.corruptions.some(
-        (c) =>
-          c.node === node && (/: CorruptLog$/.test(h) || (c.target === "state" && /: CorruptState$/.test(h))),
-      )
     for (const h of await halts(sys)) {
-      const node = h.split(" ")[0] as string
-      if (haltedForDamage(node, h)) {
+      const node = haltedNode(h)
+      if (haltedForDamage(h)) {
         note(ctx, `${h} (corrupted earlier): wiped, rejoins`)
         await sys.killNode(node)
         await sys.wipeNode(node)
         await healAll(ctx)
       } else failures.push(`halted after healing: ${h}`)
     }
-    await sys.waitForReady(120_000).catch((e: unknown) => failures.push(`not ready: ${errText(e)}`))
+    await readyUnlessHalted(sys, 120_000, () => false).catch((e: unknown) =>
+      failures.push(`not ready: ${errText(e)}`),
+    )
 
     // A final linearizable read of every key (retried on errors: each try is its own op).
     const nc = await sys.operatorConnection()
@@ -212,10 +251,13 @@ export const runNemesis = async (o: NemesisOptions): Promise<NemesisReport> => {
     const st = await sys.status(5_000)
     const commit = st.ok ? st.value.commit_index : 0
     note(ctx, `leader ${leader}, commit ${commit}`)
+    // A halted node (a failure already) does not catch up: the others are still compared.
+    const halted = await halts(sys)
+    const live = sys.nodes.filter((n) => !halted.some((h) => haltedNode(h) === n))
     await sys
-      .waitForApplied(commit, sys.nodes, 90_000)
+      .waitForApplied(commit, live, 90_000)
       .catch((e: unknown) => failures.push(`replicas did not catch up: ${errText(e)}`))
-    for (const h of await halts(sys)) failures.push(`halted at the end: ${h}`)
+    for (const h of halted) failures.push(`halted at the end: ${h}`)
     // A node whose consensus is down at the end (it crashed: a failure already) is not audited:
     // opening its damaged LevelDB files can abort this process (LevelDB assertions).
     const up = sys.nodes.filter((n) => sys.isRunning(`consensus-${n}`))

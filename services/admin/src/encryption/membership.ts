@@ -1,9 +1,18 @@
 // Membership after activation (SPEC.md §5): once DEKs exist, a node joins
 // (add-learner) or becomes a voter (promote) only if it is encryption-capable
 // (PeerNotEncryptionCapable) and, before the change is proposed, holds a
-// registry row under every unretired DEK — registered here through the
-// leader at the epoch its capability report gives (PeerNotEncryptionRegistered
-// when a row is still missing).
+// registry row under every unretired DEK (PeerNotEncryptionRegistered when a
+// row is still missing).
+//
+// A missing row is inserted here, through the leader, at epoch 0 and without
+// a session: a placeholder that says "a writer of this DEK, no epoch used
+// yet". The candidate's epochs belong to its own writer session (SPEC §6):
+// the session takes max(local, floor) + 1 ≥ 1 and registers that with its
+// session_id. Registering the candidate at the epoch its capability report
+// gives would race that session — the report's epoch IS the live session's —
+// and whichever 0x03 applied second would be refused: the session's own
+// refusal halts the node (LocalEpochRollback, "same epoch, another
+// session"). An existing row is left alone for the same reason.
 import { fullNodeId as fullNodeIdOf } from "@ekv/crypto"
 import { ApiError, type KeyId, Tag } from "@ekv/wire"
 import { Effect } from "effect"
@@ -12,6 +21,9 @@ import { EncryptionBus } from "./encryptionBus.ts"
 import { leaderContext, propose, type Services } from "./encryptionFlows.ts"
 import { unretiredKeys } from "./encryptionState.ts"
 import { registrationVerdict } from "./writers.ts"
+
+/** The epoch of a candidate's placeholder row: below every epoch a writer session takes. */
+export const PLACEHOLDER_EPOCH = 0
 
 const notCapable = (node: string, why: string, extra?: Record<string, unknown>) =>
   ApiError.failedPrecondition(
@@ -67,17 +79,22 @@ export const admitCandidate = (
         }),
       )
     for (const key of keys) {
-      const reg = { dek_id: key.key_id, full_node_id: expected, local_epoch: report.local_epoch }
+      const reg = { dek_id: key.key_id, full_node_id: expected, local_epoch: PLACEHOLDER_EPOCH }
       const verdict = registrationVerdict(ctx.state.registry, reg)
-      // A row at a higher epoch is this node's own: it is registered already.
+      // Any row of this node (epoch ≥ 0) is its own: it is registered already.
       if (verdict._tag === "Rejected" && verdict.error._tag === "LocalEpochRollback") continue
       if (verdict._tag === "Rejected") return yield* Effect.fail(verdict.error)
-      if (verdict._tag === "Unchanged") continue
+      if (verdict._tag !== "Inserted") continue
       yield* propose(
         ctx,
         { tag: Tag.Registration, registration: { ...reg, dek_id: key.key_id as KeyId } },
         ApiError.PreconditionReason.PeerNotEncryptionRegistered,
       ).pipe(
+        // The candidate's own session registered first: the row exists (checked below).
+        Effect.catchIf(
+          (e) => e._tag === "LocalEpochRollback",
+          () => Effect.void,
+        ),
         Effect.catchIf(
           (e) => e._tag !== "NodeIDCollision",
           (e) => Effect.fail(notRegistered(node, [key.key_id], e)),

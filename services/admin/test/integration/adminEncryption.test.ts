@@ -56,6 +56,8 @@ interface World {
   versions: Record<string, Record<string, number>>
   /** Rejection the leader records for the next proposal. */
   reject?: { code: string; reason: string }
+  /** What else happened in the log before the rejected proposal applied. */
+  raced?: () => void
   serveRewrap: boolean
 }
 
@@ -266,6 +268,7 @@ const standInConsensus = async (node: string) => {
           proposals.push(decoded.success)
           if (world.reject !== undefined) {
             world.index++
+            world.raced?.()
             const r = world.reject
             return msg.respond(
               JSON.stringify({
@@ -709,12 +712,18 @@ describe("membership after activation", () => {
     world = bootstrapped()
     const r = await ask("ekv.admin.cluster.add-learner", { node: "n4" })
     expect(r).toEqual({ code: "", body: { index: 24 } })
+    // Placeholder rows at epoch 0 without a session: its capability report's epoch (3) is the
+    // epoch of its live writer session, which registers it itself (SPEC §6).
     expect(
-      proposals.map((p) => (p.tag === 0x03 ? [p.registration.dek_id, p.registration.local_epoch] : p.tag)),
+      proposals.map((p) =>
+        p.tag === 0x03
+          ? [p.registration.dek_id, p.registration.local_epoch, p.registration.session_id]
+          : p.tag,
+      ),
     ).toEqual([
-      [10, 3],
-      [11, 3],
-      [12, 3],
+      [10, 0, undefined],
+      [11, 0, undefined],
+      [12, 0, undefined],
     ])
     expect(calls.indexOf("n1:cluster.add-learner")).toBeGreaterThan(
       calls.lastIndexOf("n1:encryption.propose"),
@@ -722,6 +731,31 @@ describe("membership after activation", () => {
     const promote = await ask("ekv.admin.cluster.promote", { node: "n4" })
     expect(promote).toEqual({ code: "", body: { index: 25 } })
     expect(proposals).toHaveLength(3)
+  })
+
+  it("a candidate with rows is not registered again, even below its session's epoch", async () => {
+    // A wiped node re-added: rows of its earlier life at epoch 2 under every DEK, a new writer
+    // session at 3 (its report) whose own 0x03 has not applied yet. Advancing the rows to 3
+    // without a session would make that session's 0x03 "same epoch, another session": refused,
+    // and the node halts (seed 2002 of the nemesis).
+    world = bootstrapped()
+    world.registry.push(...[10, 11, 12].map((k) => rowFor(k, "n4", 2, 6)))
+    world.members.push({ node: "n4", role: "learner" })
+    const r = await ask("ekv.admin.cluster.promote", { node: "n4" })
+    expect(r.code).toBe("")
+    proposedNothing()
+  })
+
+  it("a candidate whose own session registered first (LocalEpochRollback) is admitted", async () => {
+    world = bootstrapped()
+    world.registry.push(...[11, 12].map((k) => rowFor(k, "n4", 3, 20)))
+    // Its session's 0x03 under DEK 10 applies just before the placeholder, which is refused.
+    world.reject = { code: "LocalEpochRollback", reason: "local_epoch 0 is below the registered 3" }
+    world.raced = () => world.registry.push(rowFor(10, "n4", 3, world.index - 1))
+    const r = await ask("ekv.admin.cluster.add-learner", { node: "n4" })
+    expect(r.code).toBe("")
+    expect(proposals.map((p) => (p.tag === 0x03 ? p.registration.dek_id : p.tag))).toEqual([10])
+    expect(world.members.map((m) => m.node)).toContain("n4")
   })
 
   it("PeerNotEncryptionRegistered when the registration is rejected", async () => {

@@ -78,6 +78,13 @@ export interface RefusedStart {
   readonly message: string
 }
 
+/** Why a leader cannot seal a log entry now, per sealingKey() answer (the proposer retries elsewhere). */
+const RAFT_SEALING_BLOCKED = {
+  exhausted: { why: "raft DEK epoch exhausted", reason: "LocalEpochExhausted" },
+  wait: { why: "raft DEK registration pending", reason: "RegistrationPending" },
+  refused: { why: "this node's raft DEK registration was refused", reason: "RegistrationRefused" },
+} as const
+
 export class EncryptionRuntime {
   readonly o: RuntimeOptions
   readonly keystore: KeystoreClient
@@ -107,7 +114,6 @@ export class EncryptionRuntime {
       floors: () => this.floorsForSelf(),
       register: (payload) => this.register(payload),
       log: o.log.child("session"),
-      onRejected: () => undefined,
       onKeysChanged: () => this.refreshMetrics(),
     })
     this.dispatcher = new KeystoreDispatcher(this.keystore, this.session, this.fullNodeId)
@@ -317,6 +323,7 @@ export class EncryptionRuntime {
         return view
       },
       dek: (id) => (this.state.keys[String(id)]?.retired === true ? undefined : this.session.dek(id)),
+      refusal: () => this.session.refusal,
       sessionOpen: () => this.session.keysLoaded,
       changed: (ms) => this.session.changed(ms),
       onSealed: (id) => m.writesPerDek.inc({ key_id: String(id) }),
@@ -402,8 +409,8 @@ export class EncryptionRuntime {
     if (k === "wait") this.session.reconcile()
     if (typeof k === "string")
       throw new ApiError.Unavailable({
-        message: `this leader cannot seal log entries yet (${k === "exhausted" ? "raft DEK epoch exhausted" : "raft DEK registration pending"}); retry`,
-        details: { reason: k === "exhausted" ? "LocalEpochExhausted" : "RegistrationPending" },
+        message: `this leader cannot seal log entries (${RAFT_SEALING_BLOCKED[k].why}); retry`,
+        details: { reason: RAFT_SEALING_BLOCKED[k].reason },
       })
     // Sealed in place after the entry's tag byte: the array is the 0x06 payload.
     const entry = sealRaft({

@@ -11,7 +11,7 @@
 import type { KeyObject } from "node:crypto"
 import { randomBytes } from "node:crypto"
 import { generateHandoverKeyPair, nodeId16, openHandover, WriteCounter } from "@ekv/crypto"
-import { encodeEntry, Tag } from "@ekv/wire"
+import { encodeEntry, HaltCode, Tag } from "@ekv/wire"
 import { Result } from "effect"
 import type { KeystoreClient } from "../keystore/keystoreClient.ts"
 import type { Log } from "../log.ts"
@@ -39,6 +39,20 @@ export type RegistrationResult =
   | { readonly _tag: "Committed" }
   | { readonly _tag: "Rejected"; readonly code: string; readonly reason: string }
 
+/**
+ * A verdict on this session's own registration (SPEC §6): its epoch is taken
+ * (LocalEpochRollback) or its node id is someone else's (NodeIDCollision).
+ * Retrying the same 0x03 can never succeed; the node halts with the code
+ * where it would seal, and a restart opens a session above the registered epochs.
+ */
+export interface RegistrationRefusal {
+  readonly code: typeof HaltCode.LocalEpochRollback | typeof HaltCode.NodeIDCollision
+  readonly reason: string
+}
+
+const refusalOf = (code: string, reason: string): RegistrationRefusal | null =>
+  code === HaltCode.LocalEpochRollback || code === HaltCode.NodeIDCollision ? { code, reason } : null
+
 export interface SessionDeps {
   readonly nodeId: string
   readonly fullNodeId: bigint
@@ -51,8 +65,6 @@ export interface SessionDeps {
   /** Proposes a 0x03 (through the leader) and resolves once it committed; throws to retry. */
   readonly register: (payload: Uint8Array) => Promise<RegistrationResult>
   readonly log: Log
-  /** A registration of our own was rejected: halt with its code (SPEC §6). */
-  readonly onRejected: (code: string, reason: string) => void
   readonly onKeysChanged?: () => void
 }
 
@@ -83,6 +95,8 @@ export class EncryptionSession {
   private renewals = 0
   private renewTimer: ReturnType<typeof setTimeout> | null = null
   private closed = false
+  /** Set when this session's own registration was refused; a new session clears it. */
+  refusal: RegistrationRefusal | null = null
   private readyFlag = false
   private waiters: (() => void)[] = []
 
@@ -230,6 +244,7 @@ export class EncryptionSession {
     this.keys.clear()
     this.exhausted.clear()
     this.sessionId = sessionId
+    this.refusal = null
     this.awaitingOpen = false
     this.publicKey = kp.publicKey
     this.privateKey = kp.privateKey
@@ -286,7 +301,7 @@ export class EncryptionSession {
   /** Registers one handed-over DEK at its session epoch (idempotent; retried until committed). */
   async registerKey(keyId: number): Promise<void> {
     const k = this.keys.get(keyId)
-    if (k === undefined || k.registered || k.registering === true) return
+    if (k === undefined || k.registered || k.registering === true || this.refusal !== null) return
     const session = this.sessionId
     if (session === null) return
     k.registering = true
@@ -305,8 +320,7 @@ export class EncryptionSession {
         try {
           const r = await this.d.register(payload)
           if (r._tag === "Rejected") {
-            this.d.log.error("own registration rejected", { key_id: keyId, code: r.code, reason: r.reason })
-            this.d.onRejected(r.code, r.reason)
+            this.refused(keyId, r.code, r.reason)
             return
           }
           k.registered = true
@@ -322,6 +336,12 @@ export class EncryptionSession {
           this.d.onKeysChanged?.()
           return
         } catch (e) {
+          // The leader's pre-validation gives the verdict apply would record: final, not transient.
+          const tag = (e as { readonly _tag?: unknown })._tag
+          if (typeof tag === "string" && refusalOf(tag, "") !== null) {
+            this.refused(keyId, tag, (e as Error).message)
+            return
+          }
           if (attempt++ % 10 === 0)
             this.d.log.warn("registration not committed yet; retrying", { key_id: keyId, error: String(e) })
           await sleep(Math.min(2_000, 100 * 2 ** Math.min(attempt, 5)))
@@ -330,6 +350,12 @@ export class EncryptionSession {
     } finally {
       k.registering = false
     }
+  }
+
+  private refused(keyId: number, code: string, reason: string): void {
+    this.d.log.error("own registration refused", { key_id: keyId, code, reason, session_id: this.sessionId })
+    this.refusal ??= refusalOf(code, reason)
+    this.wakeAll()
   }
 
   /** New DEKs from a dispatch reply (SPEC §4.3, §6). */
@@ -370,9 +396,11 @@ export class EncryptionSession {
   /**
    * The key to seal `purpose` under now: the active DEK if registered; while
    * its own 0x03 is pending, a registered DEK of the same purpose (SPEC §6
-   * exception); "exhausted" / "wait" otherwise.
+   * exception); "refused" when this session's own registration was refused
+   * (the node halts with `refusal`: a superseded session's key is no way
+   * around a verdict), "exhausted" / "wait" otherwise.
    */
-  sealingKey(purpose: Purpose): SessionKey | "exhausted" | "wait" {
+  sealingKey(purpose: Purpose): SessionKey | "exhausted" | "wait" | "refused" {
     const st = this.d.state()
     const active = st.active[purpose]
     if (active === 0) return "wait"
@@ -383,10 +411,11 @@ export class EncryptionSession {
       return c?.registered === true ? c : this.previous.get(id)
     }
     const current = registered(active)
-    if (current !== undefined) {
+    if (current !== undefined && (this.refusal === null || current === k)) {
       this.lastSealing[purpose] = active
       return current
     }
+    if (this.refusal !== null) return "refused"
     // The previous active DEK this session sealed under, else any registered one of the purpose.
     const usable = (c: SessionKey | undefined) =>
       c !== undefined && c.purpose === purpose && c.registered && st.keys[String(c.keyId)]?.retired !== true

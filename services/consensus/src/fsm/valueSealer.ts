@@ -69,6 +69,9 @@ export interface SealingKeys {
     | { readonly keyId: number; readonly dek: Uint8Array; readonly next: () => Uint8Array }
     | "exhausted"
     | "wait"
+    | "refused"
+  /** Why "refused": this node's own registration got a verdict (SPEC §6). */
+  readonly refusal?: () => { readonly code: HaltCode; readonly reason: string } | null
   /** Any DEK this node holds (the read ring: every unretired DEK). */
   readonly dek: (keyId: number) => Uint8Array | undefined
   /**
@@ -91,12 +94,23 @@ const exhaustedHalt: SealerHalt = {
   transient: false,
 }
 
+/** SPEC §6: this node's own registration refused halts it with that code (a restart opens a new session). */
+const refusedHalt = (k: SealingKeys): SealerHalt => {
+  const r = k.refusal?.()
+  return {
+    reason: r?.code ?? "LocalEpochRollback",
+    message: `this node's registration for sealing was refused: ${r?.reason ?? "no reason given"}; restart the node to open a writer session above the registered epochs`,
+    transient: false,
+  }
+}
+
 /** Waits (bounded) for a registered epoch of the active storage DEK. */
 const awaitSealingKey = async (k: SealingKeys): Promise<SealerHalt | null> => {
   const deadline = Date.now() + PREPARE_WAIT_MS
   for (;;) {
     const s = k.sealingKey()
     if (s === "exhausted") return exhaustedHalt
+    if (s === "refused") return refusedHalt(k)
     if (s !== "wait") return null
     const left = deadline - Date.now()
     if (left <= 0)
@@ -114,6 +128,7 @@ export const envelopeSealer = (k: SealingKeys): ValueSealer => ({
     if (!k.active()) return null
     const s = k.sealingKey()
     if (s === "exhausted") return exhaustedHalt
+    if (s === "refused") return refusedHalt(k)
     return s === "wait" ? awaitSealingKey(k) : null
   },
   seal(key, index, value) {

@@ -237,6 +237,31 @@ describe("storage envelope sealer", () => {
     expect(() => sealer.open(v("k", 7) as never)).toThrow(/IntegrityError/)
     expect(counter.writeCount).toBe(1n)
   })
+
+  it("halts for good with the refusal's code when this node's registration was refused", async () => {
+    const refused = envelopeSealer({
+      active: () => true,
+      sealingKey: () => "refused",
+      refusal: () => ({ code: "LocalEpochRollback", reason: "local_epoch 2 is already registered" }),
+      dek: () => undefined,
+      sessionOpen: () => true,
+      changed: async () => undefined,
+    })
+    const halt = await refused.prepare?.()
+    expect(halt).toMatchObject({ reason: "LocalEpochRollback", transient: false })
+    expect(halt?.message).toContain("local_epoch 2 is already registered")
+    // A refusal that arrives while prepare waits for the registration ends the wait with it.
+    let waited = 0
+    const pending = envelopeSealer({
+      active: () => true,
+      sealingKey: () => (waited++ < 2 ? "wait" : "refused"),
+      refusal: () => ({ code: "NodeIDCollision", reason: "taken" }),
+      dek: () => undefined,
+      sessionOpen: () => true,
+      changed: async () => undefined,
+    })
+    expect(await pending.prepare?.()).toMatchObject({ reason: "NodeIDCollision", transient: false })
+  })
 })
 
 import { storageKeyOf as storageKey } from "../../../src/fsm/valueSealer.ts"

@@ -100,7 +100,6 @@ describe("EncryptionSession.reconcile", () => {
         return { _tag: "Committed" }
       },
       log,
-      onRejected: () => undefined,
     })
     try {
       // Opened before the replay reached the bootstrap: nothing to hand over.
@@ -158,7 +157,6 @@ describe("EncryptionSession.reconcile", () => {
         return { _tag: "Committed" }
       },
       log,
-      onRejected: () => undefined,
     })
     try {
       await s.start()
@@ -199,7 +197,6 @@ describe("EncryptionSession.reconcile", () => {
       floors: async () => ({ floors: {}, asOfIndex: 40 }),
       register: async () => ({ _tag: "Committed" }),
       log,
-      onRejected: () => undefined,
     })
     try {
       await s.start()

@@ -2,9 +2,10 @@
 // registration committed; while a handed-over active DEK waits for its own
 // 0x03, the previous active DEK this session sealed under.
 import { WriteCounter } from "@ekv/crypto"
+import { ApiError } from "@ekv/wire"
 import { describe, expect, it } from "vitest"
 import { type EncState, emptyEncState, type Purpose } from "../../../src/encryption/encryptionState.ts"
-import { EncryptionSession, type SessionKey } from "../../../src/encryption/session.ts"
+import { EncryptionSession, type SessionDeps, type SessionKey } from "../../../src/encryption/session.ts"
 import type { KeystoreClient } from "../../../src/keystore/keystoreClient.ts"
 import type { Log } from "../../../src/log.ts"
 
@@ -15,7 +16,10 @@ const log: Log = {
   child: () => log,
 } as unknown as Log
 
-const make = (state: () => EncState) =>
+const make = (
+  state: () => EncState,
+  register: SessionDeps["register"] = async () => ({ _tag: "Committed" }),
+) =>
   new EncryptionSession({
     nodeId: "n1",
     fullNodeId: 1n,
@@ -23,9 +27,8 @@ const make = (state: () => EncState) =>
     keystore: {} as KeystoreClient,
     state,
     floors: async () => ({ floors: {}, asOfIndex: 0 }),
-    register: async () => ({ _tag: "Committed" }),
+    register,
     log,
-    onRejected: () => undefined,
   })
 
 const key = (keyId: number, purpose: Purpose, registered: boolean): SessionKey => ({
@@ -76,5 +79,61 @@ describe("EncryptionSession.sealingKey", () => {
     s.exhausted.add(3)
     s.keys.delete(3)
     expect(s.sealingKey("storage")).toBe("exhausted")
+  })
+})
+
+describe("EncryptionSession: its own registration refused (SPEC §6)", () => {
+  const refusedBy = async (register: SessionDeps["register"]) => {
+    let calls = 0
+    const s = make(
+      () => stateWith(3),
+      (p) => {
+        calls++
+        return register(p)
+      },
+    )
+    s.sessionId = "ab".repeat(16)
+    s.keys.set(2, key(2, "storage", true))
+    s.keys.set(3, key(3, "storage", false))
+    await s.registerKey(3)
+    return { s, calls: () => calls }
+  }
+
+  it("a verdict from the leader's pre-validation stops the retries and refuses sealing", async () => {
+    const { s, calls } = await refusedBy(async () => {
+      throw new ApiError.LocalEpochRollback({ message: "local_epoch 1 is already registered by session x" })
+    })
+    expect(calls()).toBe(1)
+    expect(s.refusal).toEqual({
+      code: "LocalEpochRollback",
+      reason: "local_epoch 1 is already registered by session x",
+    })
+    // Not the superseded key (2) either: a verdict is not a pending registration.
+    expect(s.sealingKey("storage")).toBe("refused")
+    await s.registerKey(3)
+    expect(calls()).toBe(1)
+  })
+
+  it("a rejection recorded at apply does the same", async () => {
+    const { s, calls } = await refusedBy(async () => ({
+      _tag: "Rejected",
+      code: "NodeIDCollision",
+      reason: "node_id16 1 belongs to another",
+    }))
+    expect(calls()).toBe(1)
+    expect(s.refusal?.code).toBe("NodeIDCollision")
+    expect(s.sealingKey("storage")).toBe("refused")
+  })
+
+  it("a transient failure is retried until the registration commits", async () => {
+    let n = 0
+    const { s, calls } = await refusedBy(async () => {
+      if (n++ === 0)
+        throw new ApiError.Unavailable({ message: "another encryption entry is being validated" })
+      return { _tag: "Committed" }
+    })
+    expect(calls()).toBe(2)
+    expect(s.refusal).toBeNull()
+    expect((s.sealingKey("storage") as SessionKey).keyId).toBe(3)
   })
 })
