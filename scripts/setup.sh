@@ -2,7 +2,9 @@
 # Provisions what the project needs on this machine, idempotently:
 #   1. Node 24 in .tools/node when the machine's node is older than 22;
 #   2. node_modules via `npm ci`, skipped when it matches package-lock.json;
-#   3. nats-server (Debian package) when it is not on PATH.
+#   3. nats-server (Debian package) when it is not on PATH;
+#   4. the native AES-GCM addon (libs/crypto/native) when a C compiler is
+#      there and the build is older than its source or than node.
 # A second run does no network I/O and takes about a second.
 set -euo pipefail
 
@@ -107,3 +109,26 @@ if ! command -v nats-server >/dev/null 2>&1; then
   fi
 fi
 say "$(nats-server --version) ($(command -v nats-server))"
+
+# --- 4. native AES-GCM ----------------------------------------------------------
+# libs/crypto/native/aead.c against the OpenSSL Node exports; libs/crypto falls
+# back to node:crypto (slower per call, same bytes) when this is missing.
+aead_src="$root/libs/crypto/native/aead.c"
+aead_out="$root/libs/crypto/native/build/aead.node"
+node_bin="$(command -v node)"
+node_include="$(dirname "$(dirname "$(readlink -f "$node_bin")")")/include/node"
+cc_bin="$(command -v cc || command -v gcc || true)"
+if [ -f "$aead_out" ] && [ "$aead_out" -nt "$aead_src" ] && [ "$aead_out" -nt "$(readlink -f "$node_bin")" ]; then
+  say "native AES-GCM up to date ($aead_out)"
+elif [ -z "$cc_bin" ] || [ ! -f "$node_include/node_api.h" ] || [ ! -f "$node_include/openssl/evp.h" ]; then
+  say "native AES-GCM not built (${cc_bin:-no C compiler}, headers ${node_include}): AES-GCM goes through node:crypto"
+else
+  mkdir -p "$(dirname "$aead_out")"
+  if "$cc_bin" -shared -fPIC -O2 -Wall -Werror -I"$node_include" "$aead_src" -o "$aead_out.tmp" 2>/tmp/ekv-aead-build.log; then
+    mv "$aead_out.tmp" "$aead_out"
+    say "native AES-GCM built ($aead_out)"
+  else
+    rm -f "$aead_out.tmp"
+    say "native AES-GCM build failed (see /tmp/ekv-aead-build.log): AES-GCM goes through node:crypto"
+  fi
+fi

@@ -6,8 +6,8 @@
 // it never opens its own), each follower opens it, and each of the three nodes
 // seals the value in its own storage envelope (its own nonces, SPEC §6). The
 // storage phase costs the three storage seals. This script times those
-// operations in a hot loop through libs/crypto (and, for comparison, Node's
-// cipher API bare), then, given a bench JSON with the three ekv phases, sets
+// operations in a hot loop through libs/crypto (its native backend when built,
+// else node:crypto; and, for comparison, Node's cipher API bare), then, given a bench JSON with the three ekv phases, sets
 // the server CPU per put of each phase beside that floor:
 //   ceiling = plaintext µs/put ÷ (plaintext µs/put + the six operations)
 // is the raft ÷ plaintext puts/s a CPU-bound run could reach if encryption
@@ -19,7 +19,7 @@
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { parseArgs } from "node:util"
-import { makeNonce, openRaft, sealRaft, sealStorageValue } from "@ekv/crypto"
+import { aeadBackend, makeNonce, openRaft, sealRaft, sealStorageValue } from "@ekv/crypto"
 import type { BenchResults } from "./report.ts"
 
 const { values: args } = parseArgs({
@@ -117,7 +117,10 @@ if (sizes.some((n) => !Number.isInteger(n) || n < 0)) {
   process.exit(2)
 }
 
-console.log(`AES-256-GCM on ${process.version}, hot loop, µs per operation (median of ${ROUNDS} rounds)`)
+console.log(
+  `AES-256-GCM on ${process.version}, hot loop, µs per operation (median of ${ROUNDS} rounds); ` +
+    `libs/crypto through ${aeadBackend.name} (${aeadBackend.why}; EKV_NATIVE_AEAD=0 for node:crypto)`,
+)
 console.log(
   "value  storage seal  raft seal  raft open  node seal  node open  storage phase/put  raft phase/put",
 )

@@ -1,6 +1,7 @@
 // @ekv/crypto: the byte formats of CONTRACT §7 and the sealed DEK hand-over of
 // SPEC §4.3. Pure and synchronous; the only I/O is the CSPRNG.
 
+export { aeadBackend } from "./aesGcm.ts"
 export { kekId, type Purpose, unwrapDek, WRAPPED_DEK_LENGTH, wrapDek } from "./dekWrap.ts"
 export {
   ENVELOPE_OVERHEAD,

@@ -8,6 +8,7 @@
 // shut everything down in reverse order (endpoints, driver, NATS, LevelDBs).
 import * as path from "node:path"
 import { Nats, natsLayer } from "@ekv/bus"
+import { aeadBackend } from "@ekv/crypto"
 import { serveMetrics } from "@ekv/metrics"
 import { clusterEventMsgId, subjects } from "@ekv/wire"
 import { connect } from "@nats-io/transport-node"
@@ -242,6 +243,8 @@ const run = async (): Promise<void> => {
       snapshotIndex: storage.persisted.snapshotMeta.index,
       bootstrapped: storage.bootstrapped,
       dataDir: cfg.dataDir,
+      aead: aeadBackend.name,
+      ...(aeadBackend.name === "openssl-native" ? {} : { aeadWhy: aeadBackend.why }),
     })
     return yield* Effect.never
   })
