@@ -199,23 +199,12 @@ const active = chosen.aead
  * Encrypts `plaintext` and writes ciphertext ‖ tag into `out` at `offset`
  * (`out` must have room for plaintext.length + 16 bytes there).
  */
-export const sealInto = (
-  key: Uint8Array,
-  nonce: Uint8Array,
-  aad: Uint8Array,
-  plaintext: Uint8Array,
-  out: Uint8Array,
-  offset: number,
-): void => active.sealInto(key, nonce, aad, plaintext, out, offset)
+export const sealInto: Aead["sealInto"] = (key, nonce, aad, plaintext, out, offset) =>
+  active.sealInto(key, nonce, aad, plaintext, out, offset)
 
 /**
  * Decrypts `ciphertext` with `tag`; `undefined` when authentication fails.
  * No plaintext byte is returned unless the tag verified.
  */
-export const open = (
-  key: Uint8Array,
-  nonce: Uint8Array,
-  aad: Uint8Array,
-  ciphertext: Uint8Array,
-  tag: Uint8Array,
-): Uint8Array | undefined => active.open(key, nonce, aad, ciphertext, tag)
+export const open: Aead["open"] = (key, nonce, aad, ciphertext, tag) =>
+  active.open(key, nonce, aad, ciphertext, tag)
