@@ -49,7 +49,19 @@ export interface TargetResult {
   readonly durability?: string
   readonly version?: string
   readonly facts?: Readonly<Record<string, string>>
-  readonly runs: ReadonlyArray<RunResult>
+  readonly runs: ReadonlyArray<PointResult>
+}
+
+/** One measured point; over several rounds, the round with the median ops/s. */
+export interface PointResult extends RunResult {
+  /** With --rounds: every round's ops/s for this point, in round order. */
+  readonly roundsOpsPerSec?: ReadonlyArray<number>
+}
+
+/** One pass over the targets: the unit a ratio is taken within. */
+export interface Round {
+  readonly targets: ReadonlyArray<TargetResult>
+  readonly ratios: ReadonlyArray<Ratio>
 }
 
 export interface BenchResults {
@@ -58,11 +70,16 @@ export interface BenchResults {
   readonly machine: MachineInfo
   readonly targets: ReadonlyArray<TargetResult>
   readonly ratios: ReadonlyArray<Ratio>
+  /** With --rounds above 1: each round as measured; `targets` and `ratios` are their medians. */
+  readonly rounds?: ReadonlyArray<Round>
 }
+
+/** What an ekv target is compared with: a peer, or the plaintext phase (what encryption costs). */
+export type Baseline = "etcd" | "nats-kv" | "ekv-plaintext"
 
 export interface Ratio {
   readonly ekv: TargetName
-  readonly peer: "etcd" | "nats-kv"
+  readonly peer: Baseline
   readonly op: "put" | "get"
   readonly valueSize: number
   readonly concurrency: number
@@ -70,16 +87,23 @@ export interface Ratio {
   readonly throughput: number
   /** ekv p99 ÷ peer p99. */
   readonly p99: number
+  /** With --rounds: the lowest and highest of the rounds' throughput ratios (`throughput` is their median). */
+  readonly throughputRange?: readonly [number, number]
 }
 
 const sameRun = (a: RunResult, b: RunResult) =>
   a.op === b.op && a.valueSize === b.valueSize && a.concurrency === b.concurrency
 
+/** The baselines each ekv target is compared with: both peers, and plaintext for an encrypted phase. */
+const baselinesOf = (name: TargetName): ReadonlyArray<Baseline> =>
+  name === "ekv-plaintext" ? ["etcd", "nats-kv"] : ["etcd", "nats-kv", "ekv-plaintext"]
+
+/** Every ratio the targets of one round allow: each ekv target against each baseline measured beside it. */
 export const ratios = (targets: ReadonlyArray<TargetResult>): Ratio[] => {
   const out: Ratio[] = []
   for (const t of targets) {
     if (!t.name.startsWith("ekv")) continue
-    for (const peerName of ["etcd", "nats-kv"] as const) {
+    for (const peerName of baselinesOf(t.name)) {
       const peer = targets.find((p) => p.name === peerName)
       if (peer === undefined) continue
       for (const r of t.runs) {
@@ -99,6 +123,64 @@ export const ratios = (targets: ReadonlyArray<TargetResult>): Ratio[] => {
   }
   return out
 }
+
+/** The lower median: a value that was measured (the lower of the middle two for an even count). */
+export const lowerMedian = (values: ReadonlyArray<number>): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor((sorted.length - 1) / 2)] ?? Number.NaN
+}
+
+/** Groups values by a string key, keeping the order in which keys first appear. */
+const groupBy = <A>(items: ReadonlyArray<A>, key: (a: A) => string): A[][] => {
+  const groups = new Map<string, A[]>()
+  for (const a of items) {
+    const k = key(a)
+    const group = groups.get(k)
+    if (group === undefined) groups.set(k, [a])
+    else group.push(a)
+  }
+  return [...groups.values()]
+}
+
+const pointKey = (r: Pick<RunResult, "op" | "valueSize" | "concurrency">): string =>
+  `${r.op}/${r.valueSize}/${r.concurrency}`
+
+/**
+ * Each target over several rounds: per point, the round whose ops/s is the
+ * median (so its latencies and CPU are one consistent measurement), with every
+ * round's ops/s beside it. A target's status is its first round's that was not ok.
+ */
+export const medianTargets = (rounds: ReadonlyArray<Round>): TargetResult[] =>
+  groupBy(
+    rounds.flatMap((r) => r.targets),
+    (t) => t.name,
+  ).map((perRound) => {
+    const first = perRound[0] as TargetResult
+    const runs = groupBy(
+      perRound.flatMap((t) => t.runs),
+      pointKey,
+    ).map((point): PointResult => {
+      const median = lowerMedian(point.map((r) => r.opsPerSec))
+      const chosen = point.find((r) => r.opsPerSec === median) ?? (point[0] as RunResult)
+      return { ...chosen, roundsOpsPerSec: point.map((r) => r.opsPerSec) }
+    })
+    return { ...first, status: perRound.find((t) => t.status !== "ok")?.status ?? first.status, runs }
+  })
+
+/** Each ratio over several rounds: the median of the rounds' ratios (each taken within one round), with their range. */
+export const medianRatios = (rounds: ReadonlyArray<Round>): Ratio[] =>
+  groupBy(
+    rounds.flatMap((r) => r.ratios),
+    (r) => `${r.ekv}/${r.peer}/${pointKey(r)}`,
+  ).map((perRound) => {
+    const throughputs = perRound.map((r) => r.throughput).filter(Number.isFinite)
+    return {
+      ...(perRound[0] as Ratio),
+      throughput: lowerMedian(throughputs),
+      p99: lowerMedian(perRound.map((r) => r.p99).filter(Number.isFinite)),
+      throughputRange: [Math.min(...throughputs), Math.max(...throughputs)] as const,
+    }
+  })
 
 const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : "-")
 
@@ -124,7 +206,7 @@ export const runHeader = [
   "server µs/op",
 ]
 
-export const runRow = (r: RunResult): string[] => [
+export const runRow = (r: PointResult): string[] => [
   r.op,
   `${r.valueSize} B`,
   String(r.concurrency),
@@ -137,6 +219,7 @@ export const runRow = (r: RunResult): string[] => [
   fmt(r.clientCpuUsPerOp, 0),
   `${fmt(r.clientCpuMaxShare * 100, 0)}%${r.clientCpuMaxShare > CLIENT_BOUND_SHARE ? " (client-bound?)" : ""}`,
   fmt(r.serverCpuUsPerOp, 0),
+  ...(r.roundsOpsPerSec === undefined ? [] : [r.roundsOpsPerSec.map((n) => fmt(n, 0)).join(" / ")]),
 ]
 
 export const formatMachine = (m: MachineInfo): string =>
@@ -152,19 +235,40 @@ export const formatTarget = (t: TargetResult): string => {
   if (t.version !== undefined) head.push(`   version: ${t.version}`)
   if (t.durability !== undefined) head.push(`   durability: ${t.durability}`)
   for (const [k, v] of Object.entries(t.facts ?? {})) head.push(`   ${k}: ${v}`)
-  if (t.runs.length > 0) head.push(table(runHeader, t.runs.map(runRow)))
+  const header = t.runs.some((r) => r.roundsOpsPerSec !== undefined)
+    ? [...runHeader, "ops/s by round"]
+    : runHeader
+  if (t.runs.length > 0) head.push(table(header, t.runs.map(runRow)))
   for (const r of t.runs) {
     if (r.firstError !== null) head.push(`   first error (${r.op} c=${r.concurrency}): ${r.firstError}`)
   }
   return head.join("\n")
 }
 
+const formatRange = (r: Ratio): string =>
+  r.throughputRange === undefined ? "" : `${fmt(r.throughputRange[0], 2)}–${fmt(r.throughputRange[1], 2)}`
+
 export const formatRatios = (rs: ReadonlyArray<Ratio>): string => {
-  if (rs.length === 0) return "ratios: none (needs an ekv target and etcd or nats-kv in the same run)"
+  if (rs.length === 0)
+    return "ratios: none (needs an ekv target and etcd, nats-kv or ekv-plaintext in the same run)"
+  const rounds = rs.some((r) => r.throughputRange !== undefined)
   return [
-    "== ratios (ekv ÷ peer; throughput > 1 means ekv is faster, p99 < 1 means ekv's tail is shorter)",
+    "== ratios (ekv ÷ baseline; throughput > 1 means ekv is faster, p99 < 1 means ekv's tail is shorter;",
+    "   against ekv-plaintext: what that encryption phase costs)",
+    ...(rounds
+      ? ["   over rounds: the median of the rounds' ratios, each taken within one round, and their range"]
+      : []),
     table(
-      ["ekv", "peer", "op", "value", "conc", "ops/s ratio", "p99 ratio"],
+      [
+        "ekv",
+        "baseline",
+        "op",
+        "value",
+        "conc",
+        "ops/s ratio",
+        "p99 ratio",
+        ...(rounds ? ["ops/s range"] : []),
+      ],
       rs.map((r) => [
         r.ekv,
         r.peer,
@@ -173,6 +277,7 @@ export const formatRatios = (rs: ReadonlyArray<Ratio>): string => {
         String(r.concurrency),
         fmt(r.throughput, 2),
         fmt(r.p99, 2),
+        ...(rounds ? [formatRange(r)] : []),
       ]),
     ),
   ].join("\n")

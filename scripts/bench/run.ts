@@ -18,6 +18,9 @@ import {
   formatRatios,
   formatTarget,
   machineInfo,
+  medianRatios,
+  medianTargets,
+  type Round,
   ratios,
   type TargetResult,
   writeJson,
@@ -46,6 +49,8 @@ interface Options {
   readonly json: string | null
   readonly keep: boolean
   readonly ekvRouting: EkvRouting
+  /** Passes over all targets; with more than one, each point and ratio is reported as the median. */
+  readonly rounds: number
 }
 
 const usage = `usage: npm run bench -- [options]
@@ -65,6 +70,9 @@ const usage = `usage: npm run bench -- [options]
                         Ekv-Leader reply hint to <p>.kv.node.<leader>.*, as a long-lived
                         client does) or queue (every request to the queue group, so two in
                         three are relayed by a follower)
+  --rounds N            passes over all the targets, one after another (default 1); with more,
+                        each point reports the median round (and every round's ops/s) and each
+                        ratio the median of the ratios taken within a round, with their range
   --keep                keep the run directory (data and process logs) afterwards
   --no-setup            skip scripts/setup.sh (node_modules, nats-server) at the start`
 
@@ -102,6 +110,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
     json: string | null
     keep: boolean
     ekvRouting: EkvRouting
+    rounds: number
   } = {
     targets: [...TARGET_NAMES],
     durationMs: 10_000,
@@ -113,6 +122,7 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
     json: null,
     keep: false,
     ekvRouting: "leader",
+    rounds: 1,
   }
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] ?? ""
@@ -157,6 +167,9 @@ const parseOptions = (argv: ReadonlyArray<string>): Options => {
         break
       case "--keep":
         o.keep = true
+        break
+      case "--rounds":
+        o.rounds = parseList(value(), "rounds", 20)[0] ?? 1
         break
       case "--ekv-routing": {
         const v = value()
@@ -212,10 +225,10 @@ let interrupted = false
 const benchTarget = async (
   name: TargetName,
   options: Options,
-  runDir: string,
+  roundDir: string,
   ports: PortAllocator,
 ): Promise<TargetResult> => {
-  const dir = join(runDir, name)
+  const dir = join(roundDir, name)
   const logs = logToFiles(dir, (m) => say(`${name}: ${m}`))
   const ctx: TargetContext = { dir, ports, supervisor: logs, say: (m) => say(`${name}: ${m}`) }
   const runs: RunResult[] = []
@@ -335,17 +348,29 @@ const main = async (): Promise<void> => {
   console.log(formatMachine(machine))
   say(`run directory ${runDir}`)
   const ports = new PortAllocator()
-  const targets: TargetResult[] = []
-  for (const name of options.targets) {
-    if (interrupted) break
-    targets.push(await benchTarget(name, options, runDir, ports))
+  const rounds: Round[] = []
+  for (let round = 1; round <= options.rounds && !interrupted; round++) {
+    // Every round starts each target afresh, in a directory of its own.
+    const roundDir = options.rounds === 1 ? runDir : join(runDir, `round-${round}`)
+    if (options.rounds > 1) say(`round ${round} of ${options.rounds}`)
+    const targets: TargetResult[] = []
+    for (const name of options.targets) {
+      if (interrupted) break
+      targets.push(await benchTarget(name, options, roundDir, ports))
+    }
+    rounds.push({ targets, ratios: ratios(targets) })
+    if (options.rounds > 1)
+      console.log(`\n== round ${round} of ${options.rounds}\n${formatRatios(ratios(targets))}\n`)
   }
+  const single = rounds.length === 1 ? rounds[0] : undefined
+  const targets = single?.targets ?? medianTargets(rounds)
   const results: BenchResults = {
     startedAt: startedAt.toISOString(),
     options: { ...options },
     machine,
     targets,
-    ratios: ratios(targets),
+    ratios: single?.ratios ?? medianRatios(rounds),
+    ...(single === undefined ? { rounds } : {}),
   }
   console.log("")
   console.log(formatMachine(machine))
