@@ -3,7 +3,7 @@
 #   1. Node 24 in .tools/node when the machine's node is older than 22;
 #   2. node_modules via `npm ci`, skipped when it matches package-lock.json;
 #   3. nats-server (Debian package) when it is not on PATH;
-#   4. the native AES-GCM addon (libs/crypto/native) when a C compiler is
+#   4. the native addons (libs/crypto/native: AES-GCM, Snappy) when a C compiler is
 #      there and the build is older than its source or than node.
 # A second run does no network I/O and takes about a second.
 set -euo pipefail
@@ -110,25 +110,39 @@ if ! command -v nats-server >/dev/null 2>&1; then
 fi
 say "$(nats-server --version) ($(command -v nats-server))"
 
-# --- 4. native AES-GCM ----------------------------------------------------------
-# libs/crypto/native/aead.c against the OpenSSL Node exports; libs/crypto falls
-# back to node:crypto (slower per call, same bytes) when this is missing.
-aead_src="$root/libs/crypto/native/aead.c"
-aead_out="$root/libs/crypto/native/build/aead.node"
+# --- 4. native addons ------------------------------------------------------------
+# libs/crypto/native: aead.c (AES-GCM against the OpenSSL Node exports) and
+# snappy.c (the storage envelope's compressor). Each replaces a JS
+# implementation it must match byte for byte, and libs/crypto falls back to
+# that (slower, same bytes) when the addon is missing.
 node_bin="$(command -v node)"
 node_include="$(dirname "$(dirname "$(readlink -f "$node_bin")")")/include/node"
 cc_bin="$(command -v cc || command -v gcc || true)"
-if [ -f "$aead_out" ] && [ "$aead_out" -nt "$aead_src" ] && [ "$aead_out" -nt "$(readlink -f "$node_bin")" ]; then
-  say "native AES-GCM up to date ($aead_out)"
-elif [ -z "$cc_bin" ] || [ ! -f "$node_include/node_api.h" ] || [ ! -f "$node_include/openssl/evp.h" ]; then
-  say "native AES-GCM not built (${cc_bin:-no C compiler}, headers ${node_include}): AES-GCM goes through node:crypto"
-else
-  mkdir -p "$(dirname "$aead_out")"
-  if "$cc_bin" -shared -fPIC -O2 -Wall -Werror -I"$node_include" "$aead_src" -o "$aead_out.tmp" 2>/tmp/ekv-aead-build.log; then
-    mv "$aead_out.tmp" "$aead_out"
-    say "native AES-GCM built ($aead_out)"
-  else
-    rm -f "$aead_out.tmp"
-    say "native AES-GCM build failed (see /tmp/ekv-aead-build.log): AES-GCM goes through node:crypto"
+# build_addon NAME WHAT [HEADER...]: libs/crypto/native/NAME.c -> build/NAME.node
+build_addon() {
+  local name="$1" what="$2"
+  shift 2
+  local src="$root/libs/crypto/native/$name.c"
+  local out="$root/libs/crypto/native/build/$name.node"
+  local header
+  if [ -f "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$(readlink -f "$node_bin")" ]; then
+    say "native $what up to date ($out)"
+    return
   fi
-fi
+  for header in node_api.h "$@"; do
+    if [ -z "$cc_bin" ] || [ ! -f "$node_include/$header" ]; then
+      say "native $what not built (${cc_bin:-no C compiler}, headers ${node_include}): the JS one is used"
+      return
+    fi
+  done
+  mkdir -p "$(dirname "$out")"
+  if "$cc_bin" -shared -fPIC -O2 -Wall -Werror -I"$node_include" "$src" -o "$out.tmp" 2>"/tmp/ekv-$name-build.log"; then
+    mv "$out.tmp" "$out"
+    say "native $what built ($out)"
+  else
+    rm -f "$out.tmp"
+    say "native $what build failed (see /tmp/ekv-$name-build.log): the JS one is used"
+  fi
+}
+build_addon aead AES-GCM openssl/evp.h
+build_addon snappy Snappy

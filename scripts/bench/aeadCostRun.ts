@@ -19,7 +19,7 @@
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { parseArgs } from "node:util"
-import { aeadBackend, makeNonce, openRaft, sealRaft, sealStorageValue } from "@ekv/crypto"
+import { aeadBackend, makeNonce, openRaft, sealRaft, sealStorageValue, snappyBackend } from "@ekv/crypto"
 import type { BenchResults } from "./report.ts"
 
 const { values: args } = parseArgs({
@@ -119,7 +119,8 @@ if (sizes.some((n) => !Number.isInteger(n) || n < 0)) {
 
 console.log(
   `AES-256-GCM on ${process.version}, hot loop, µs per operation (median of ${ROUNDS} rounds); ` +
-    `libs/crypto through ${aeadBackend.name} (${aeadBackend.why}; EKV_NATIVE_AEAD=0 for node:crypto)`,
+    `libs/crypto through ${aeadBackend.name} (${aeadBackend.why}; EKV_NATIVE_AEAD=0 for node:crypto), ` +
+    `storage seals compressed by the ${snappyBackend.name} Snappy (${snappyBackend.why}; EKV_NATIVE_SNAPPY=0 for JS)`,
 )
 console.log(
   "value  storage seal  raft seal  raft open  node seal  node open  storage phase/put  raft phase/put",

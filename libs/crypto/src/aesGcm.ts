@@ -10,8 +10,8 @@
 // call, most of it per call, not per byte: docs/performance.md), or when
 // EKV_NATIVE_AEAD=0.
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto"
-import { createRequire } from "node:module"
 import { NONCE_LENGTH, TAG_LENGTH } from "./argument.ts"
+import { addonPath, chooseImpl, type Loaded, loadAddon } from "./nativeAddon.ts"
 
 /** One AEAD backend: seal into the caller's array, open into a fresh one. */
 export interface Aead {
@@ -137,7 +137,7 @@ const nativeAeadOf = (addon: NativeAddon): Aead => {
 }
 
 /** Where setup builds the addon. */
-export const NATIVE_AEAD_PATH = new URL("../native/build/aead.node", import.meta.url).pathname
+export const NATIVE_AEAD_PATH = addonPath("aead.node")
 
 /** Seals and opens a fixed input with `candidate` and node:crypto; a reason when they differ. */
 const selfTest = (candidate: Aead): string | undefined => {
@@ -158,42 +158,19 @@ const selfTest = (candidate: Aead): string | undefined => {
   return undefined
 }
 
-/** The native backend, or why not (missing, not loadable, failed the self-test, disabled). */
-export const loadNativeAead = (
-  path = NATIVE_AEAD_PATH,
-):
-  | { readonly aead: Aead; readonly reason?: undefined }
-  | { readonly aead?: undefined; readonly reason: string } => {
-  let addon: NativeAddon
-  try {
-    addon = createRequire(import.meta.url)(path) as NativeAddon
-  } catch (e) {
-    return { reason: `${path} not loadable (${(e as Error).message.split("\n")[0]})` }
-  }
-  const aead = nativeAeadOf(addon)
-  try {
-    const wrong = selfTest(aead)
-    return wrong === undefined ? { aead } : { reason: `${path} failed its self-test: ${wrong}` }
-  } catch (e) {
-    return { reason: `${path} failed its self-test: ${String(e)}` }
-  }
-}
+/** The native backend, or why not (missing, not loadable, failed the self-test). */
+export const loadNativeAead = (path = NATIVE_AEAD_PATH): Loaded<Aead> =>
+  loadAddon(path, nativeAeadOf, selfTest)
 
-const chosen = ((): { readonly aead: Aead; readonly why: string } => {
-  if (process.env.EKV_NATIVE_AEAD === "0") return { aead: nodeCryptoAead, why: "EKV_NATIVE_AEAD=0" }
-  const native = loadNativeAead()
-  return native.aead !== undefined
-    ? { aead: native.aead, why: NATIVE_AEAD_PATH }
-    : { aead: nodeCryptoAead, why: native.reason }
-})()
+const chosen = chooseImpl("EKV_NATIVE_AEAD", () => loadNativeAead(), NATIVE_AEAD_PATH, nodeCryptoAead)
 
 /** The backend this process uses, and why (for start-up logs and benchmarks). */
 export const aeadBackend: { readonly name: Aead["name"]; readonly why: string } = {
-  name: chosen.aead.name,
+  name: chosen.impl.name,
   why: chosen.why,
 }
 
-const active = chosen.aead
+const active = chosen.impl
 
 /**
  * Encrypts `plaintext` and writes ciphertext ‖ tag into `out` at `offset`

@@ -45,4 +45,5 @@ export {
   nonceFields,
   WriteCounter,
 } from "./nonce.ts"
+export { snappyBackend } from "./snappy.ts"
 export { openStorageValue, sealStorageValue } from "./storageValue.ts"

@@ -6,6 +6,14 @@
 // as the output cannot be smaller than the input, since compression is only
 // used when it is (CONTRACT §7). The decoder is strict: a value that decodes to
 // other bytes than were sealed must fail, not be served.
+//
+// Every stored value is offered to the compressor, and its cost is the scan
+// (~1.5 µs for 256 incompressible bytes here). libs/crypto/native/snappy.c is
+// the same compressor in C, byte for byte: a process uses it when
+// scripts/setup.sh built it and it gives this module's bytes in a self-test
+// at load, and the JS one otherwise (or when EKV_NATIVE_SNAPPY=0).
+
+import { addonPath, chooseImpl, type Loaded, loadAddon } from "./nativeAddon.ts"
 
 // The reference compresses 64 KiB fragments independently; copies never reach
 // into an earlier fragment, so hash table positions fit in 16 bits.
@@ -24,7 +32,7 @@ const hashTables: Array<Uint16Array | undefined> = []
 let outputScratch = new Uint8Array(0)
 
 /** The reference's bound on the encoded length of `length` bytes. */
-const maxCompressedLength = (length: number): number => 32 + length + Math.floor(length / 6)
+export const maxCompressedLength = (length: number): number => 32 + length + Math.floor(length / 6)
 
 // Any element encodes at most 64 input bytes per 3 output bytes (a 3-byte
 // copy of 64), so `remaining` input bytes need at least this much more output.
@@ -104,7 +112,7 @@ const emitCopy = (out: Uint8Array, op: number, offset: number, length: number): 
 }
 
 // Result of a fragment whose output would pass the limit; what it wrote is already zeroed.
-const ABANDONED = -1
+export const ABANDONED = -1
 
 const abandon = (out: Uint8Array, op: number): number => {
   out.fill(0, 0, op)
@@ -202,16 +210,16 @@ const compressFragment = (
 }
 
 /**
- * Encodes `input` into the output scratch and returns the encoded length, or
- * ABANDONED (scratch left zero) as soon as the encoding is bound to exceed
- * `limit` bytes.
+ * A compressor: writes the encoding of `input` at `out[0..]` (at least
+ * maxCompressedLength(input.length) long, zero on entry) and returns its
+ * length, or ABANDONED with `out` zero again as soon as the encoding is bound
+ * to exceed `limit` bytes.
  */
-const encode = (input: Uint8Array, limit: number): number => {
+export type Encoder = (input: Uint8Array, out: Uint8Array, limit: number) => number
+
+/** The compressor in JS. */
+export const jsEncoder: Encoder = (input, out, limit) => {
   const length = input.length
-  const capacity = maxCompressedLength(length)
-  if (outputScratch.length < capacity)
-    outputScratch = new Uint8Array(Math.max(capacity, 2 * outputScratch.length))
-  const out = outputScratch
   let op = 0
   for (let v = length; ; v >>>= 7) {
     if (v < 0x80) {
@@ -230,6 +238,83 @@ const encode = (input: Uint8Array, limit: number): number => {
     if (op === ABANDONED) return ABANDONED
   }
   return op > limit ? abandon(out, op) : op
+}
+
+/** The addon's function (snappy.c): an Encoder. */
+interface NativeSnappy {
+  compress(input: Uint8Array, out: Uint8Array, limit: number): number
+}
+
+/** Where setup builds the addon. */
+export const NATIVE_SNAPPY_PATH = addonPath("snappy.node")
+
+// Inputs that take every path: empty, shorter than the scan margin, literals of
+// each tag length, copies of each form, runs, incompressible bytes, and more
+// than one fragment; each under no limit, the limit compressIfSmaller sets, and
+// a tight one.
+const selfTestInputs = (): Uint8Array[] => {
+  let x = 0x9e3779b9
+  const random = (n: number) =>
+    Uint8Array.from({ length: n }, () => {
+      x ^= x << 13
+      x ^= x >>> 17
+      x ^= x << 5
+      return x & 0xff
+    })
+  const text = new TextEncoder().encode("the storage envelope seals a value under its key; ".repeat(40))
+  const mixed = new Uint8Array(70_000 + 300)
+  mixed.set(random(40_000))
+  mixed.set(text.subarray(0, 2000), 41_000)
+  mixed.set(random(300), 70_000)
+  return [new Uint8Array(0), random(7), random(256), random(4096), text, new Uint8Array(100_000), mixed]
+}
+
+/** Compresses fixed inputs with `candidate` and the JS encoder; a reason when they differ. */
+const selfTest = (candidate: Encoder): string | undefined => {
+  for (const input of selfTestInputs()) {
+    for (const limit of [Number.POSITIVE_INFINITY, input.length - 1, Math.floor(input.length / 3)]) {
+      const capacity = maxCompressedLength(input.length)
+      const want = new Uint8Array(capacity)
+      const got = new Uint8Array(capacity)
+      const wantLength = jsEncoder(input, want, limit)
+      const gotLength = candidate(input, got, limit)
+      if (gotLength !== wantLength || got.some((b, i) => b !== want[i]))
+        return `it encodes ${input.length} bytes under limit ${limit} differently from the JS compressor`
+    }
+  }
+  return undefined
+}
+
+/** The native compressor, or why not (missing, not loadable, failed the self-test). */
+export const loadNativeSnappy = (path = NATIVE_SNAPPY_PATH): Loaded<Encoder> =>
+  loadAddon(
+    path,
+    (addon: NativeSnappy): Encoder =>
+      (input, out, limit) =>
+        addon.compress(input, out, limit),
+    selfTest,
+  )
+
+const chosen = chooseImpl("EKV_NATIVE_SNAPPY", () => loadNativeSnappy(), NATIVE_SNAPPY_PATH, jsEncoder)
+
+/** The compressor this process uses, and why (for start-up logs and benchmarks). */
+export const snappyBackend: { readonly name: "native" | "js"; readonly why: string } = {
+  name: chosen.native ? "native" : "js",
+  why: chosen.why,
+}
+
+const activeEncoder = chosen.impl
+
+/**
+ * Encodes `input` into the output scratch and returns the encoded length, or
+ * ABANDONED (scratch left zero) as soon as the encoding is bound to exceed
+ * `limit` bytes.
+ */
+const encode = (input: Uint8Array, limit: number): number => {
+  const capacity = maxCompressedLength(input.length)
+  if (outputScratch.length < capacity)
+    outputScratch = new Uint8Array(Math.max(capacity, 2 * outputScratch.length))
+  return activeEncoder(input, outputScratch, limit)
 }
 
 // A fresh, exactly sized copy of the first `length` scratch bytes, which are then zeroed.

@@ -12,9 +12,9 @@ import { type Aead, aeadBackend, loadNativeAead, NATIVE_AEAD_PATH, nodeCryptoAea
 
 const loaded = loadNativeAead()
 const native = (): Aead => {
-  if (loaded.aead === undefined)
+  if (loaded.impl === undefined)
     throw new Error(`native AES-GCM not available: ${loaded.reason} (run npm run setup)`)
-  return loaded.aead
+  return loaded.impl
 }
 
 const seal = (aead: Aead, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array) => {

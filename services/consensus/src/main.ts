@@ -8,7 +8,7 @@
 // shut everything down in reverse order (endpoints, driver, NATS, LevelDBs).
 import * as path from "node:path"
 import { Nats, natsLayer } from "@ekv/bus"
-import { aeadBackend } from "@ekv/crypto"
+import { aeadBackend, snappyBackend } from "@ekv/crypto"
 import { serveMetrics } from "@ekv/metrics"
 import { clusterEventMsgId, subjects } from "@ekv/wire"
 import { connect } from "@nats-io/transport-node"
@@ -245,6 +245,8 @@ const run = async (): Promise<void> => {
       dataDir: cfg.dataDir,
       aead: aeadBackend.name,
       ...(aeadBackend.name === "openssl-native" ? {} : { aeadWhy: aeadBackend.why }),
+      snappy: snappyBackend.name,
+      ...(snappyBackend.name === "native" ? {} : { snappyWhy: snappyBackend.why }),
     })
     return yield* Effect.never
   })
