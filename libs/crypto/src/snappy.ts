@@ -262,11 +262,12 @@ const selfTestInputs = (): Uint8Array[] => {
       return x & 0xff
     })
   const text = new TextEncoder().encode("the storage envelope seals a value under its key; ".repeat(40))
-  const mixed = new Uint8Array(70_000 + 300)
-  mixed.set(random(40_000))
-  mixed.set(text.subarray(0, 2000), 41_000)
-  mixed.set(random(300), 70_000)
-  return [new Uint8Array(0), random(7), random(256), random(4096), text, new Uint8Array(100_000), mixed]
+  // past one 64 KiB fragment: noise, a repetitive stretch, a run of zeros, noise
+  const fragments = new Uint8Array(65_536 + 300)
+  fragments.set(random(2_000))
+  fragments.set(text, 4_000)
+  fragments.set(random(300), 65_536)
+  return [new Uint8Array(0), random(7), random(256), random(4096), text, fragments]
 }
 
 /** Compresses fixed inputs with `candidate` and the JS encoder; a reason when they differ. */
