@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto"
 import { connect, type NatsConnection, type Subscription } from "@nats-io/transport-node"
 import type { Needle } from "./audit.ts"
 import type { Reply } from "./processCluster.ts"
-import { type EkvSystem, parseReply, sleep } from "./system.ts"
+import { type EkvSystem, parseReply, StopPolling, sleep } from "./system.ts"
 
 /** The value of an ok reply, or an Error naming the code, message and details. */
 export const ok = <A>(what: string, r: Reply<A>): A => {
@@ -204,22 +204,25 @@ export const waitForEncryption = <A>(
     timeoutMs,
   )
 
-/** Rewrite progress of every node reported done (status `nodes[].rewrite.done`). */
+/** Rewrite progress of every node reported done (status `nodes[].rewrite.done`); a stopped one fails. */
 export const waitForRewriteDone = (sys: EkvSystem, nodes: readonly string[], timeoutMs = 120_000) =>
   waitForEncryption(
     sys,
     "rewrite done on every node",
     (s) => {
-      const done = nodes.every((n) => {
-        const v = s.nodes.find((x) => x.node === n) as { rewrite?: { done: boolean } } | undefined
+      const progress = nodes.map((n) => {
+        const v = s.nodes.find((x) => x.node === n) as
+          | { rewrite?: { done: boolean; error?: string } }
+          | undefined
+        if (v?.rewrite?.error !== undefined)
+          throw new StopPolling(`rewrite stopped on ${n}: ${v.rewrite.error}`)
         return v?.rewrite?.done === true
       })
-      return done ? s : undefined
+      return progress.every((d) => d) ? s : undefined
     },
     timeoutMs,
   )
 
-/** The halts any member reports in cluster status, plus those in every running node's health. */
 /** Moves leadership to `node` through the admin API and waits until it leads. */
 export const leadOn = async (sys: EkvSystem, node: string): Promise<void> => {
   ok("transfer-leader", await sys.cluster("transfer-leader", { node }, 30_000))
@@ -233,6 +236,7 @@ export const leadOn = async (sys: EkvSystem, node: string): Promise<void> => {
   )
 }
 
+/** The halts any member reports in cluster status, plus those in every running node's health. */
 export const halts = async (sys: EkvSystem): Promise<string[]> => {
   const out: string[] = []
   const s = await sys.status(5_000)

@@ -41,6 +41,9 @@ const READY: Record<ServiceKind, RegExp> = {
   admin: /ekv-admin ready/,
 }
 
+/** Thrown by an `until` probe: what it waits for can no longer happen, so stop now. */
+export class StopPolling extends Error {}
+
 export interface SystemOptions {
   /** Initial voters (default n1, n2, n3). */
   readonly nodes?: readonly string[]
@@ -776,6 +779,7 @@ export class EkvSystem {
         const v = await probe()
         if (v !== undefined) return v
       } catch (e) {
+        if (e instanceof StopPolling) throw new Error(`${what}: ${e.message}`)
         last = e instanceof Error ? e.message : e
       }
       if (Date.now() - t0 > timeoutMs)

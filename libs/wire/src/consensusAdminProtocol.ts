@@ -10,7 +10,7 @@ import { Schema } from "effect"
 import { RejectionCodeSchema } from "./codes.ts"
 import { EncryptionEventKind } from "./events.ts"
 import { ClusterIdOrEmpty, FullNodeId, KekId, KeyIdString, LocalEpoch, MemberRole, NodeId } from "./ids.ts"
-import { HaltedInfo, RegistryRow } from "./reports.ts"
+import { HaltedInfo, RegistryRow, RewriteProgress } from "./reports.ts"
 
 const Int = Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))
 const KeyIdNum = Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
@@ -160,12 +160,20 @@ export const NodeStatusReply = Schema.Struct({
   log_entries_by_key_id: Schema.Record(KeyIdString, Int),
   /** Snapshots this node keeps that hold versions sealed under each key id. */
   snapshots_by_key_id: Schema.Record(KeyIdString, Int),
-  rewrite: Schema.optional(Schema.Struct({ done: Schema.Boolean, progress: Schema.Number })),
+  rewrite: Schema.optional(RewriteProgress),
   halted: Schema.optional(HaltedInfo),
 })
 export type NodeStatusReply = typeof NodeStatusReply.Type
 
-export const RewriteRequest = Schema.Struct({ rate_mib_s: Schema.optional(Schema.Number) })
+export const RewriteRequest = Schema.Struct({
+  rate_mib_s: Schema.optional(Schema.Number),
+  /**
+   * The leader's commit index when the operator asked: the node applies at least
+   * this far before it looks for versions to re-seal, so a rotation committed
+   * before the request is one it re-seals onto.
+   */
+  as_of_index: Schema.optional(Int),
+})
 export const RewriteReply = Schema.Struct({ started: Schema.Boolean })
 
 // `log.entries` / `log.state` (resync-sidecar, SPEC.md §5) use LogEntriesRequest/Reply and

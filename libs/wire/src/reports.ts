@@ -71,6 +71,8 @@ export const RewriteProgress = Schema.Struct({
   done: Schema.Boolean,
   /** Fraction done, 0..1. */
   progress: Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 })),
+  /** Why the rewrite stopped before it was done (then `done` is false). */
+  error: Schema.optional(Schema.String),
 })
 
 export const EncryptionStatusNode = Schema.Struct({

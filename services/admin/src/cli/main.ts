@@ -31,6 +31,7 @@ import {
   renderGet,
   renderHealth,
   renderHistory,
+  renderRewrite,
   renderScan,
   renderSidecarState,
   renderSnapshots,
@@ -329,19 +330,13 @@ const ticker = (label: string): (() => void) => {
   return () => clearInterval(t)
 }
 
-const rewriteProgress = (s: EncryptionStatus): { readonly line: string; readonly done: boolean } => {
-  const parts = s.nodes.map((n) =>
-    n.rewrite === undefined
-      ? `${n.node} -`
-      : n.rewrite.done
-        ? `${n.node} done`
-        : `${n.node} ${Math.round(n.rewrite.progress * 100)}%`,
-  )
-  return {
-    line: `rewrite: ${parts.join("  ")}`,
-    done: s.nodes.every((n) => n.rewrite === undefined || n.rewrite.done),
-  }
-}
+const rewriteProgress = (
+  s: EncryptionStatus,
+): { readonly line: string; readonly done: boolean; readonly stopped: ReadonlyArray<string> } => ({
+  line: `rewrite: ${s.nodes.map((n) => `${n.node} ${renderRewrite(n.rewrite)}`).join("  ")}`,
+  done: s.nodes.every((n) => n.rewrite === undefined || n.rewrite.done || n.rewrite.error !== undefined),
+  stopped: s.nodes.flatMap((n) => (n.rewrite?.error === undefined ? [] : [`${n.node}: ${n.rewrite.error}`])),
+})
 
 /** After `rewrite --follow`: poll status every 2 s and print each node's progress until all are done. */
 const followRewrite = (prefix: string, timeoutMs: number) =>
@@ -357,6 +352,13 @@ const followRewrite = (prefix: string, timeoutMs: number) =>
       )
       const p = rewriteProgress(s)
       console.error(p.line)
+      if (p.stopped.length > 0)
+        return yield* Effect.fail(
+          new ApiError.Unavailable({
+            message: `the rewrite stopped on ${p.stopped.join("; ")}; run it again once the cause is fixed`,
+            details: { reason: "RewriteStopped" },
+          }),
+        )
       if (p.done) return
     }
   })

@@ -112,6 +112,16 @@ const kv = (record: Readonly<Record<string, number>>): string => {
   return entries.length === 0 ? "-" : entries.map(([k, v]) => `${k}:${v}`).join(" ")
 }
 
+/** One node's rewrite state: `-` (never started), `done`, `NN%`, or `stopped at NN%: why`. */
+export const renderRewrite = (r: EncryptionStatus["nodes"][number]["rewrite"]): string =>
+  r === undefined
+    ? "-"
+    : r.done
+      ? "done"
+      : r.error !== undefined
+        ? `stopped at ${Math.round(r.progress * 100)}%: ${r.error}`
+        : `${Math.round(r.progress * 100)}%`
+
 export const renderEncryptionStatus = (s: EncryptionStatus): string => {
   const head = [
     `phase   ${s.phase}`,
@@ -144,7 +154,7 @@ export const renderEncryptionStatus = (s: EncryptionStatus): string => {
       kv(n.versions_by_key_id),
       String(n.cleartext_versions),
       kv(n.log_entries_by_key_id),
-      n.rewrite === undefined ? "-" : n.rewrite.done ? "done" : `${Math.round(n.rewrite.progress * 100)}%`,
+      renderRewrite(n.rewrite),
       n.halted === undefined ? "" : `at ${n.halted.index}: ${n.halted.reason}`,
     ]),
   )

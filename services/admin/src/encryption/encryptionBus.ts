@@ -39,9 +39,11 @@ export interface EncryptionBusShape {
     caller: bigint | undefined,
   ) => Effect.Effect<SidecarStateReport, ApiError.ApiError>
   readonly nodeStatus: (node: string) => Effect.Effect<NodeStatusReply, ApiError.ApiError>
+  /** `asOfIndex`: the leader's commit index the node applies up to before it scans. */
   readonly rewrite: (
     node: string,
     rateMibS: number | undefined,
+    asOfIndex: number,
   ) => Effect.Effect<typeof RewriteReply.Type, ApiError.ApiError>
   /** `timeoutMs` defaults to the status timeout; the member poll passes one election timeout. */
   readonly capability: (
@@ -100,12 +102,12 @@ export const makeEncryptionBus = (config: AdminConfig): Effect.Effect<Encryption
         ),
       nodeStatus: (node) =>
         call(enc(node, EncryptionOp.nodeStatus), NodeStatusRequest, NodeStatusReply, {}, read),
-      rewrite: (node, rate) =>
+      rewrite: (node, rate, asOfIndex) =>
         call(
           enc(node, EncryptionOp.rewrite),
           RewriteRequest,
           RewriteReply,
-          rate === undefined ? {} : { rate_mib_s: rate },
+          { ...(rate === undefined ? {} : { rate_mib_s: rate }), as_of_index: asOfIndex },
           write,
         ),
       capability: (node, timeoutMs) =>

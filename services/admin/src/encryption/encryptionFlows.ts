@@ -555,7 +555,7 @@ export const rewrite = (rateMibS: number | undefined, config: AdminConfig): Op<R
     const results = yield* Effect.forEach(
       ctx.state.members,
       (m) =>
-        bus.rewrite(m.node, rateMibS).pipe(
+        bus.rewrite(m.node, rateMibS, ctx.state.commit_index).pipe(
           Effect.result,
           Effect.map((r) => ({ node: m.node, r })),
         ),

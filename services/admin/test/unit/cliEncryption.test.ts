@@ -7,6 +7,7 @@ import {
   renderCapability,
   renderEncryptionStatus,
   renderHistory,
+  renderRewrite,
 } from "../../src/cli/render.ts"
 
 const action = (...argv: string[]) => parseCommand(argv).action
@@ -132,6 +133,15 @@ describe("ekv encryption rendering", () => {
     expect(text).toMatch(/11\s+storage\s+\S+\s+active/)
     expect(text).toMatch(/n1\s+voter\s+5\s+11:3\s+11:7\s+2\s+-\s+50%\s+at 9: KekMismatch/)
     expect(text).toMatch(/11\s+1\s+65537\s+1\s+3/)
+  })
+
+  it("renders a node's rewrite as never started, done, running or stopped with its cause", () => {
+    expect(renderRewrite(undefined)).toBe("-")
+    expect(renderRewrite({ done: true, progress: 1 })).toBe("done")
+    expect(renderRewrite({ done: false, progress: 0.25 })).toBe("25%")
+    expect(renderRewrite({ done: false, progress: 0.5, error: "this node halted at 9 (KekMismatch)" })).toBe(
+      "stopped at 50%: this node halted at 9 (KekMismatch)",
+    )
   })
 
   it("renders capability for one node and for the fan-out", () => {

@@ -4,7 +4,14 @@
 
 import { serveSubject } from "@ekv/bus"
 import { envelopeHeader, fullNodeId } from "@ekv/crypto"
-import { ApiError, decodeEntry, type EncryptionPayload, SidecarStateReport, Tag } from "@ekv/wire"
+import {
+  ApiError,
+  decodeEntry,
+  type EncryptionPayload,
+  type RewriteProgress,
+  SidecarStateReport,
+  Tag,
+} from "@ekv/wire"
 import {
   FloorsReply,
   FloorsRequest,
@@ -60,7 +67,7 @@ export class EncryptionHandlers {
   private readonly c: EncryptionEndpointsContext
   /** The one 0x03–0x05 entry in flight (SPEC §2.2). */
   private inFlight: number | null = null
-  rewriteProgress: { done: boolean; progress: number } | undefined
+  rewriteProgress: typeof RewriteProgress.Type | undefined
 
   constructor(c: EncryptionEndpointsContext) {
     this.c = c
@@ -253,24 +260,33 @@ export class EncryptionHandlers {
 
   /** Re-seals cleartext / non-active-DEK versions in place at a bounded rate (SPEC §2.4). */
   rewrite(req: typeof RewriteRequest.Type): { started: boolean } {
-    if (this.rewriteProgress !== undefined && !this.rewriteProgress.done) return { started: false }
-    if (!this.c.rt.state.storageEnvelopeActive)
+    if (
+      this.rewriteProgress !== undefined &&
+      !this.rewriteProgress.done &&
+      this.rewriteProgress.error === undefined
+    )
+      return { started: false }
+    // A node behind the leader's `as_of_index` checks once it got there (the leader checked already).
+    const asOfIndex = req.as_of_index ?? 0
+    if (asOfIndex <= this.c.node.appliedIndex && !this.c.rt.state.storageEnvelopeActive)
       throw new ApiError.FailedPrecondition({
         message: "the storage envelope is not active",
         details: { reason: "StorageEnvelopeNotActive" },
       })
     const rate = Math.max(0.01, req.rate_mib_s ?? 8) * 1024 * 1024
     this.rewriteProgress = { done: false, progress: 0 }
-    void this.runRewrite(rate).catch((e: unknown) => {
-      this.c.rt.o.log.error("rewrite stopped", { error: String(e) })
-      this.rewriteProgress = { done: true, progress: this.rewriteProgress?.progress ?? 0 }
+    void this.runRewrite(rate, asOfIndex).catch((e: unknown) => {
+      const error = e instanceof Error ? e.message : String(e)
+      this.c.rt.o.log.error("rewrite stopped", { error })
+      this.rewriteProgress = { done: false, progress: this.rewriteProgress?.progress ?? 0, error }
     })
     return { started: true }
   }
 
-  private async runRewrite(bytesPerSec: number): Promise<void> {
+  private async runRewrite(bytesPerSec: number, asOfIndex: number): Promise<void> {
     const node = this.c.node
     const log = this.c.rt.o.log
+    const active = await this.untilEverythingNewIsSealedUnderActive(asOfIndex)
     // The versions to re-seal, found first so progress has a denominator; each is re-read
     // against its expected bytes when rewritten (an apply or GC meanwhile wins).
     const todo: Version[] = []
@@ -278,7 +294,7 @@ export class EncryptionHandlers {
       if (v.header.tombstone) continue
       if (v.header.encryptionState === StoredState.StorageEnvelope) {
         const h = envelopeHeader(v.payload)
-        if (Result.isSuccess(h) && h.success.keyId === this.c.rt.state.active.storage) continue
+        if (Result.isSuccess(h) && h.success.keyId === active) continue
       }
       todo.push({
         key: v.key,
@@ -310,6 +326,7 @@ export class EncryptionHandlers {
       }
       const h = this.c.sealer.prepare === undefined ? null : await this.c.sealer.prepare()
       if (h !== null) throw new Error(h.message)
+      // A rotation during the rewrite: re-seal onto the newest DEK (a later rewrite finishes its job).
       await this.untilSealingUnderActiveStorageDek()
       const next = this.c.sealer.seal(v.key, v.version, value)
       await node.store.rewriteInPlace(v.key, v.version, next, {
@@ -323,6 +340,41 @@ export class EncryptionHandlers {
     }
     log.info("rewrite done", { versions: todo.length, skipped, bytes, ms: Date.now() - t0 })
     this.rewriteProgress = { done: true, progress: 1 }
+  }
+
+  /**
+   * The point after which this node stores nothing under a DEK other than the
+   * active storage one, so that one scan finds every version to re-seal. First
+   * it applies what the leader had committed when the operator asked
+   * (`asOfIndex`: a rotation just before the rewrite is one it re-seals onto).
+   * Then it waits until it seals under the active DEK itself, which follows its
+   * own registration of that DEK (SPEC §6; until then new versions go under the
+   * previous one), and until every entry it may have sealed before that moment
+   * — all were committed by then — is in the store. A rotation meanwhile starts
+   * the wait over. Returns the active storage DEK's id.
+   */
+  private async untilEverythingNewIsSealedUnderActive(asOfIndex: number): Promise<number> {
+    await this.untilApplied(asOfIndex)
+    if (!this.c.rt.state.storageEnvelopeActive)
+      throw new Error(`the storage envelope is not active at index ${this.c.node.appliedIndex}`)
+    for (;;) {
+      await this.untilSealingUnderActiveStorageDek()
+      const active = this.c.rt.state.active.storage
+      await this.untilApplied(this.c.node.core.raft.log.committed)
+      if (this.c.rt.state.active.storage === active) return active
+    }
+  }
+
+  /** Waits until this node applied `index`, however long catching up takes, unless it halts. */
+  private async untilApplied(index: number): Promise<void> {
+    const node = this.c.node
+    while (node.appliedIndex < index) {
+      const h = node.haltInfo
+      if (h !== null)
+        throw new Error(`this node halted at ${h.index} (${h.reason}) before it applied ${index}`)
+      // Bounded per try (the apply waiters' timeout); the halt check runs between tries.
+      await node.untilApplied(index).catch(() => undefined)
+    }
   }
 
   /**

@@ -366,6 +366,11 @@ export class RaftNode {
     return this.smSerial.run(f)
   }
 
+  /** Resolves once this node applied `index`; fails Unavailable (Timeout) after the read timeout. */
+  untilApplied(index: number): Promise<void> {
+    return this.appliedWaiters.wait(index)
+  }
+
   /** Linearizable read barrier on the leader: resolves once this node applied the confirmed read index. */
   async readBarrier(): Promise<number> {
     if (!this.isLeader) throw new NotLeader(this.soft.leader)
