@@ -258,14 +258,15 @@ export class EncryptionHandlers {
     }
   }
 
+  /** Started and neither done nor stopped by an error. */
+  private get rewriteRunning(): boolean {
+    const p = this.rewriteProgress
+    return p !== undefined && !p.done && p.error === undefined
+  }
+
   /** Re-seals cleartext / non-active-DEK versions in place at a bounded rate (SPEC §2.4). */
   rewrite(req: typeof RewriteRequest.Type): { started: boolean } {
-    if (
-      this.rewriteProgress !== undefined &&
-      !this.rewriteProgress.done &&
-      this.rewriteProgress.error === undefined
-    )
-      return { started: false }
+    if (this.rewriteRunning) return { started: false }
     // A node behind the leader's `as_of_index` checks once it got there (the leader checked already).
     const asOfIndex = req.as_of_index ?? 0
     if (asOfIndex <= this.c.node.appliedIndex && !this.c.rt.state.storageEnvelopeActive)
@@ -373,7 +374,10 @@ export class EncryptionHandlers {
       if (h !== null)
         throw new Error(`this node halted at ${h.index} (${h.reason}) before it applied ${index}`)
       // Bounded per try (the apply waiters' timeout); the halt check runs between tries.
-      await node.untilApplied(index).catch(() => undefined)
+      // Any other failure (the node shutting down) ends the rewrite.
+      await node.untilApplied(index).catch((e: unknown) => {
+        if (!(e instanceof ApiError.Unavailable && e.details?.reason === "Timeout")) throw e
+      })
     }
   }
 
