@@ -358,9 +358,10 @@ const main = async (): Promise<void> => {
       if (interrupted) break
       targets.push(await benchTarget(name, options, roundDir, ports))
     }
-    rounds.push({ targets, ratios: ratios(targets) })
+    const measured: Round = { targets, ratios: ratios(targets) }
+    rounds.push(measured)
     if (options.rounds > 1)
-      console.log(`\n== round ${round} of ${options.rounds}\n${formatRatios(ratios(targets))}\n`)
+      console.log(`\n== round ${round} of ${options.rounds}\n${formatRatios(measured.ratios)}\n`)
   }
   const single = rounds.length === 1 ? rounds[0] : undefined
   const targets = single?.targets ?? medianTargets(rounds)
