@@ -216,6 +216,8 @@ export class EncryptionHandlers {
 
   async nodeStatus(): Promise<typeof NodeStatusReply.Type> {
     const node = this.c.node
+    // Taken before the store is counted: a rewrite reported done finished before the count began.
+    const rewrite = this.rewriteProgress
     const versions: Record<string, number> = {}
     let cleartext = 0
     for await (const v of node.store.iterateVersions()) {
@@ -253,7 +255,7 @@ export class EncryptionHandlers {
       cleartext_versions: cleartext,
       log_entries_by_key_id: logCounts as never,
       snapshots_by_key_id: snapshots as never,
-      ...(this.rewriteProgress === undefined ? {} : { rewrite: this.rewriteProgress }),
+      ...(rewrite === undefined ? {} : { rewrite }),
       ...(h === null ? {} : { halted: { index: h.index as never, reason: h.reason } }),
     }
   }

@@ -12,7 +12,7 @@ import { nodeId16, stateVersions } from "../../../../test/src/audit.ts"
 import { freePort } from "../../../../test/src/natsFixture.ts"
 import { type EkvSystem, startSystem } from "../../../../test/src/system.ts"
 import { decodeVersionKey, VERSION_SPACE } from "../../src/stateMachine/versionKey.ts"
-import { InternalAdminClient } from "./internalAdminClient.ts"
+import { InternalAdminClient, writersAt0 } from "./internalAdminClient.ts"
 
 let sys: EkvSystem
 let admin: InternalAdminClient
@@ -132,6 +132,54 @@ describe("storage encryption work on a node's own state", () => {
     await sys.start("consensus-n1")
     await sys.waitForHealthy("n1")
     expect(await readAll()).toEqual([])
+  }, 120_000)
+
+  it("a status that says a rewrite is done counts the store as the rewrite left it", async () => {
+    onTestFailed(async () => {
+      sys.markFailed()
+      console.error(await sys.failureReport())
+    })
+    const leader = await sys.waitForLeader()
+    const { dek } = await admin.rotateDek(leader, "storage", writersAt0(sys.nodes))
+    const active = (dek("storage") as { key_id: number }).key_id
+    await sys.waitForApplied(await put("rw/after-second-rotation"))
+    // Unthrottled, so that the last re-seal and "done" are moments apart; statuses
+    // asked back to back, four at a time per node from its rewrite's start, are
+    // being counted then.
+    const doneButNotResealed: string[] = []
+    let polling = true
+    const poll = async (n: string) => {
+      while (polling) {
+        const s = await nodeStatus(n)
+        const under = Object.keys(s.versions_by_key_id).filter((id) => id !== String(active))
+        if (s.rewrite?.done === true && (s.cleartext_versions > 0 || under.length > 0))
+          doneButNotResealed.push(
+            `${n}: ${JSON.stringify(s.versions_by_key_id)} + ${s.cleartext_versions} cleartext`,
+          )
+      }
+    }
+    const pollers: Promise<void>[] = []
+    try {
+      for (const n of sys.nodes) {
+        expect(await admin.internal(n, "encryption.rewrite", { rate_mib_s: 1024 })).toEqual({ started: true })
+        pollers.push(poll(n), poll(n), poll(n), poll(n))
+      }
+      await sys.until(
+        "rewrite done everywhere",
+        async () => {
+          const st = await Promise.all(sys.nodes.map(nodeStatus))
+          return st.every((s) => s.rewrite?.done === true) ? true : undefined
+        },
+        60_000,
+        50,
+      )
+    } finally {
+      polling = false
+      await Promise.all(pollers)
+    }
+    expect(doneButNotResealed).toEqual([])
+    for (const s of await Promise.all(sys.nodes.map(nodeStatus)))
+      expect(s.versions_by_key_id).toEqual({ [String(active)]: 46 })
   }, 120_000)
 
   it("a value tampered with on disk reads as IntegrityError and counts in ekv_decrypt_failures_total", async () => {
