@@ -4,17 +4,30 @@
 // before it has applied the rotation (so the old DEK still looks active to it)
 // and, once it has, still seals new versions under the old DEK until its own
 // registration of the new one commits (SPEC §6). A rewrite that scanned at
-// that moment reported done and left those versions under the old DEK — the
-// CI failure of stop 15 (01-full-lifecycle, "n2 versions under …").
+// that moment reported done and left those versions under the old DEK (bug 6
+// in docs/reliability.md).
+// A node that cannot get there (it halted) reports its rewrite stopped, with
+// why, instead of done; a new request, once it resumed, finishes the job.
 //
 // The harness makes the lag certain: n3's every apply batch waits before its
 // state write (EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS), and n1 leads.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
-import { firstMutator, leadOn, ok, readBack, waitForRewriteDone, writeSet } from "../../src/lifecycle.ts"
+import {
+  firstMutator,
+  leadOn,
+  ok,
+  readBack,
+  type Written,
+  waitForEncryption,
+  waitForRewriteDone,
+  writeSet,
+} from "../../src/lifecycle.ts"
 import { type EkvSystem, startSystem } from "../../src/system.ts"
 
 const LAGGING = "n3"
 let sys: EkvSystem
+const written: Written[] = []
+let storageKeyId = 0
 
 beforeAll(async () => {
   sys = await startSystem({
@@ -37,13 +50,14 @@ describe("rewrite on a follower that applies behind", () => {
     await leadOn(sys, "n1")
     ok("bootstrap", await firstMutator(sys, "bootstrap", { discover: true }))
     ok("enable-storage-envelope", await sys.encryption("enable-storage-envelope", {}, 60_000))
-    const written = await writeSet(sys, "old", 12)
+    written.push(...(await writeSet(sys, "old", 12)))
 
     // No wait for the followers: the operator's "rotate, then rewrite".
     const rot = ok(
       "rotate-dek storage",
       await sys.encryption<{ index: number; key_id: number }>("rotate-dek", { purpose: "storage" }),
     )
+    storageKeyId = rot.key_id
     written.push(...(await writeSet(sys, "new", 6)))
     const lag = ok("cluster status", await sys.status()).members.find((m) => m.node === LAGGING)
     // The precondition of the race: the lagging node has not applied the rotation yet.
@@ -59,6 +73,50 @@ describe("rewrite on a follower that applies behind", () => {
       expect(n.cleartext_versions, `${n.node} cleartext versions`).toBe(0)
       const under = Object.entries(n.versions_by_key_id as Record<string, number>).filter(([, c]) => c > 0)
       expect(under, `${n.node} versions by key id`).toEqual([[String(rot.key_id), written.length]])
+    }
+    expect(await readBack(sys, written)).toEqual([])
+  })
+
+  it("a node that halted reports its rewrite stopped, and a new request finishes it once it resumed", async () => {
+    onTestFailed(async () => {
+      sys.markFailed()
+      console.error(await sys.failureReport())
+    })
+    const commit = ok("cluster status", await sys.status()).commit_index
+    await sys.setFault(LAGGING, commit + 1)
+    written.push(...(await writeSet(sys, "halted", 4)))
+    const halt = await sys.waitForHalted(LAGGING)
+    expect(halt.index).toBe(commit + 1)
+
+    const rw = ok("rewrite", await sys.encryption<{ started: string[] }>("rewrite", {}))
+    expect([...rw.started].sort()).toEqual([...sys.nodes].sort())
+    // The halted node cannot apply up to the leader's commit index: stopped, not done.
+    await expect(waitForRewriteDone(sys, sys.nodes, 60_000)).rejects.toThrow(
+      new RegExp(`rewrite stopped on ${LAGGING}: this node halted at ${commit + 1}`),
+    )
+    const stopped = await waitForEncryption(
+      sys,
+      `${LAGGING} rewrite stopped, the others done`,
+      (s) => {
+        const by = (n: string) =>
+          s.nodes.find((x) => x.node === n) as { rewrite?: { done: boolean; error?: string } } | undefined
+        return by("n1")?.rewrite?.done === true && by("n2")?.rewrite?.done === true ? by(LAGGING) : undefined
+      },
+      30_000,
+    )
+    expect(stopped?.rewrite?.done).toBe(false)
+    expect(stopped?.rewrite?.error).toContain("halted")
+
+    // The fault cleared, the node resumes (a transient halt) and catches up; a new request finishes.
+    await sys.setFault(LAGGING, null)
+    await sys.waitForApplied(ok("cluster status", await sys.status()).commit_index)
+    const again = ok("rewrite", await sys.encryption<{ started: string[] }>("rewrite", {}))
+    expect(again.started).toContain(LAGGING)
+    const st = await waitForRewriteDone(sys, sys.nodes)
+    for (const n of st.nodes) {
+      expect(n.cleartext_versions, `${n.node} cleartext versions`).toBe(0)
+      const under = Object.entries(n.versions_by_key_id as Record<string, number>).filter(([, c]) => c > 0)
+      expect(under, `${n.node} versions by key id`).toEqual([[String(storageKeyId), written.length]])
     }
     expect(await readBack(sys, written)).toEqual([])
   })
