@@ -334,7 +334,7 @@ const rewriteProgress = (
   s: EncryptionStatus,
 ): { readonly line: string; readonly done: boolean; readonly stopped: ReadonlyArray<string> } => ({
   line: `rewrite: ${s.nodes.map((n) => `${n.node} ${renderRewrite(n.rewrite)}`).join("  ")}`,
-  done: s.nodes.every((n) => n.rewrite === undefined || n.rewrite.done || n.rewrite.error !== undefined),
+  done: s.nodes.every((n) => n.rewrite === undefined || n.rewrite.done),
   stopped: s.nodes.flatMap((n) => (n.rewrite?.error === undefined ? [] : [`${n.node}: ${n.rewrite.error}`])),
 })
 
