@@ -12,6 +12,7 @@
 // The harness makes the lag certain: n3's every apply batch waits before its
 // state write (EKV_TEST_FAULT_APPLY_WRITE_DELAY_MS), and n1 leads.
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
+import { runCli } from "../../src/cli.ts"
 import {
   firstMutator,
   leadOn,
@@ -40,6 +41,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await sys?.stopAll()
 })
+
+/** Runs the `ekv` CLI as the operator against this system. */
+const cli = (args: ReadonlyArray<string>) =>
+  runCli(sys.nats.servers, "operator", sys.passwords.operator ?? "", args)
 
 describe("rewrite on a follower that applies behind", () => {
   it("re-seals every version under the DEK the rotation made active", async () => {
@@ -106,6 +111,12 @@ describe("rewrite on a follower that applies behind", () => {
     )
     expect(stopped?.rewrite?.done).toBe(false)
     expect(stopped?.rewrite?.error).toContain("halted")
+    // The operator's `rewrite --follow` starts it again and ends with an error naming the node.
+    const follow = await cli(["encryption", "rewrite", "--follow"])
+    expect(follow.code, follow.err).toBe(1)
+    expect(follow.err).toMatch(new RegExp(`n1 done +n2 done +${LAGGING} stopped at \\d+%: this node halted`))
+    expect(follow.err).toContain(`Unavailable: the rewrite stopped on ${LAGGING}: this node halted`)
+    expect(follow.err).toContain('"reason":"RewriteStopped"')
 
     // The fault cleared, the node resumes (a transient halt) and catches up; a new request finishes.
     await sys.setFault(LAGGING, null)

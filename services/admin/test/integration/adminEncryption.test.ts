@@ -5,19 +5,17 @@
 // the order of checks of CONTRACT.md §1, the leader's gate and the member poll
 // (nothing proposed when they refuse), the encryption mutators, membership
 // after activation, and `ekv encryption history` against a real JetStream stream.
-import { type ChildProcess, spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { fullNodeId } from "@ekv/crypto"
 import { decodeEntry, type EntryPayload, encryptionEventMsgId } from "@ekv/wire"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import type { Msg, NatsConnection } from "@nats-io/transport-node"
 import { Result } from "effect"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
+import { runCli } from "../../../../test/src/cli.ts"
 import { ask as askOver, json, StandInBus } from "./standInBus.ts"
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "../../../..")
 const MEMBERS = ["n1", "n2", "n3"]
 /** n4 has credentials and stand-ins but starts outside the cluster. */
 const NODES = [...MEMBERS, "n4"]
@@ -769,27 +767,7 @@ describe("membership after activation", () => {
 
 describe("ekv encryption history", () => {
   const cli = (args: ReadonlyArray<string>) =>
-    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(
-        process.execPath,
-        [
-          join(root, "services/admin/src/cli/main.ts"),
-          "--servers",
-          bus.fixture.servers.join(","),
-          "--user",
-          "operator",
-          "--password",
-          bus.passwords.operator ?? "",
-          ...args,
-        ],
-        { stdio: ["ignore", "pipe", "pipe"] },
-      )
-      let out = ""
-      let err = ""
-      child.stdout.on("data", (d) => (out += d))
-      child.stderr.on("data", (d) => (err += d))
-      child.once("exit", (code) => resolve({ code, out, err }))
-    })
+    runCli(bus.fixture.servers, "operator", bus.passwords.operator ?? "", args)
 
   it("reads the EKV_EVENTS stream read-only, with filters", async () => {
     const empty = await cli(["encryption", "history"])
